@@ -1,0 +1,284 @@
+"""Pipeline throughput and latency: events -> router -> delivery workers -> outbox sink.
+
+Measured in one run, on one nats-server started here:
+
+* raw: JetStream end to end with nats-py (publish pipelined -> durable pull(100) -> ack),
+  the baseline the hub is compared with;
+* hub: N events, each fanned out to 10 email recipients, through the real router and
+  email delivery worker (dev outbox as the sink: each delivery is rendered as the email it
+  would be and stored in the OUTBOX stream) — once with router and worker in one process
+  (``impactbus up``) and once as two processes (``impactbus run router`` + ``run email``);
+* latency: p50/p99 from "event acknowledged by JetStream" to "delivery sent" at 1,000
+  deliveries/s.
+
+Usage: python bench/pipeline.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nats.js import api
+
+from schemas.events import new_event
+from services.bus import OUTBOX, Bus, EmbeddedNats, NatsSettings, free_port
+from services.directory import Directory
+
+FANOUT = 10
+PAYLOAD = b'{"x": "' + b"y" * 280 + b'"}'
+
+
+async def raw_baseline(bus: Bus, n: int) -> float:
+    """JetStream publish (pipelined) -> durable pull(100) -> ack, msgs/s."""
+    await bus.js.add_stream(name="RAW", subjects=["raw.>"], storage=api.StorageType.FILE)
+    await bus.js.add_consumer(
+        "RAW", api.ConsumerConfig(durable_name="raw", ack_policy=api.AckPolicy.EXPLICIT)
+    )
+    sub = await bus.js.pull_subscribe_bind(durable="raw", stream="RAW")
+    done = asyncio.Event()
+    acked = 0
+
+    async def consume() -> None:
+        nonlocal acked
+        while acked < n:
+            try:
+                msgs = await sub.fetch(100, timeout=1)
+            except TimeoutError:
+                continue  # nothing yet
+            for m in msgs:
+                await m.ack()
+            acked += len(msgs)
+        done.set()
+
+    start = time.perf_counter()
+    task = asyncio.create_task(consume())
+    futures = [await bus.js.publish_async(f"raw.{i % 10}", PAYLOAD) for i in range(n)]
+    await asyncio.gather(*futures)
+    await done.wait()
+    elapsed = time.perf_counter() - start
+    await task
+    await bus.js.delete_stream("RAW")
+    return n / elapsed
+
+
+async def setup_directory(bus: Bus) -> None:
+    d = await Directory.open(bus)
+    for i in range(FANOUT):
+        await d.add_recipient(id=f"p{i}", email=f"partner{i}@example.org", name=f"Partner {i}")
+        await d.subscribe(f"p{i}", "impact.bench.>", "email")
+
+
+def events(n: int, tag: str) -> list[bytes]:
+    out = []
+    for i in range(n):
+        e = new_event(
+            "metric",
+            "bench",
+            f"t{i % 20}",
+            {
+                "indicator": "Minutes of daily physical activity",
+                "value": float(i),
+                "unit": "min",
+                "baseline": 20.0,
+                "target": 60.0,
+            },
+            event_id=f"{tag}-{i}",
+            source="urn:bench",
+        )
+        out.append(e.model_dump_json().encode())
+    return out
+
+
+async def outbox_seq(bus: Bus) -> int:
+    return int((await bus.js.stream_info(OUTBOX)).state.last_seq)
+
+
+async def publish_all(bus: Bus, payloads: list[bytes]) -> dict[str, float]:
+    """Publish pipelined; returns event id -> ack time (epoch seconds)."""
+    acked: dict[str, float] = {}
+    futures = []
+    for p in payloads:
+        ev = json.loads(p)
+        subject = f"impact.bench.metric.{ev['subject']}"
+        fut = await bus.js.publish_async(subject, p, headers={"Nats-Msg-Id": ev["id"]})
+        fut.add_done_callback(lambda _f, eid=ev["id"]: acked.__setitem__(eid, time.time()))
+        futures.append(fut)
+    await asyncio.gather(*futures)
+    return acked
+
+
+async def wait_outbox(bus: Bus, target: int, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while await outbox_seq(bus) < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"outbox at {await outbox_seq(bus)}/{target}")
+        await asyncio.sleep(0.01)
+
+
+def start_service(env: dict[str, str], services: list[str]) -> subprocess.Popen[bytes]:
+    """``impactbus run <services...>`` as one process."""
+    impactbus = str(Path(sys.executable).parent / "impactbus")
+    return subprocess.Popen(
+        [impactbus, "run", *services], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+async def run_hub(bus: Bus, url: str, n: int, tag: str, layout: list[list[str]]) -> float:
+    """Deliveries/s for n events x FANOUT with the services laid out in processes."""
+    env = {
+        **os.environ,
+        "IMPACTBUS_NATS_URL": url,
+        "IMPACTBUS_LOG_LEVEL": "WARNING",
+        "IMPACTBUS_HEALTH_PORT": "0",
+    }
+    env.pop("IMPACTBUS_SMTP_HOST", None)
+    procs = [start_service(env, group) for group in layout]
+    try:
+        # warm-up: one event end to end (processes started, consumers bound, caches warm)
+        base = await outbox_seq(bus)
+        await publish_all(bus, events(1, f"{tag}-warm"))
+        await wait_outbox(bus, base + FANOUT, 60)
+        base = await outbox_seq(bus)
+        payloads = events(n, tag)
+        start = time.perf_counter()
+        await publish_all(bus, payloads)
+        await wait_outbox(bus, base + n * FANOUT, 300)
+        return n * FANOUT / (time.perf_counter() - start)
+    finally:
+        stop(procs)
+
+
+async def latency(bus: Bus, url: str, seconds: float) -> tuple[float, float, int]:
+    """p50/p99 ms from JetStream ack to delivery at 100 events/s x 10 = 1,000 deliveries/s."""
+    env = {
+        **os.environ,
+        "IMPACTBUS_NATS_URL": url,
+        "IMPACTBUS_LOG_LEVEL": "WARNING",
+        "IMPACTBUS_HEALTH_PORT": "0",
+    }
+    proc = start_service(env, ["router", "email"])
+    try:
+        base = await outbox_seq(bus)
+        await publish_all(bus, events(1, "lat-warm"))
+        await wait_outbox(bus, base + FANOUT, 60)
+        base = await outbox_seq(bus)
+        n = int(seconds * 100)
+        payloads = events(n, "lat")
+        acked: dict[str, float] = {}
+        t0 = time.perf_counter()
+        for i in range(0, n, 10):  # 10 events every 100 ms
+            acked.update(await publish_all(bus, payloads[i : i + 10]))
+            await asyncio.sleep(max(0, t0 + (i + 10) / 100 - time.perf_counter()))
+        await wait_outbox(bus, base + n * FANOUT, 60)
+        lat = []
+        for seq in range(base + 1, base + n * FANOUT + 1):
+            entry = json.loads((await bus.js.get_msg(OUTBOX, seq)).data)
+            sent = datetime.fromisoformat(entry["sent_at"]).timestamp()
+            lat.append((sent - acked[entry["event_id"]]) * 1000)
+        lat.sort()
+        return statistics.median(lat), lat[int(len(lat) * 0.99) - 1], len(lat)
+    finally:
+        stop([proc])
+
+
+async def main(quick: bool) -> None:
+    n_raw = 20_000 if quick else 100_000
+    n_events = 300 if quick else 2_000
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedNats(store_dir=Path(tmp) / "nats", port=free_port()).start()
+        try:
+            bus = await Bus.connect(server.url, NatsSettings(url=server.url))
+            await bus.ensure_topology()
+            # OUTBOX keeps the last 10,000 entries; the bench counts by sequence.
+            raw = await raw_baseline(bus, n_raw)
+            await setup_directory(bus)
+            one = await run_hub(bus, server.url, n_events, "one", [["router", "email"]])
+            two = await run_hub(bus, server.url, n_events, "two", [["router"], ["email"]])
+            p50, p99, count = await latency(bus, server.url, 3 if quick else 5)
+            await bus.close()
+        finally:
+            server.stop()
+    rows = [
+        (
+            "raw JetStream e2e (publish -> pull(100) -> ack)",
+            f"{raw:,.0f} msg/s",
+            "-",
+            "-",
+            "baseline",
+            "-",
+        ),
+        (
+            "hub pipeline, 1 process (router+email), fan-out 10",
+            f"{one:,.0f} deliveries/s",
+            f"{raw:,.0f}",
+            f"{one / raw:.2f}",
+            "≥ 0.5",
+            _ok(one / raw >= 0.5),
+        ),
+        (
+            "hub pipeline, 2 processes (router | email), fan-out 10",
+            f"{two:,.0f} deliveries/s",
+            f"{raw:,.0f}",
+            f"{two / raw:.2f}",
+            "≥ 0.5",
+            _ok(two / raw >= 0.5),
+        ),
+        (
+            f"latency event->sent at 1,000 deliveries/s, p50 ({count})",
+            f"{p50:.1f} ms",
+            "-",
+            "-",
+            "-",
+            "-",
+        ),
+        (
+            "latency event->sent at 1,000 deliveries/s, p99",
+            f"{p99:.1f} ms",
+            "-",
+            "-",
+            "< 250 ms",
+            _ok(p99 < 250),
+        ),
+    ]
+    print("| metric | figure | baseline | ratio | target | ok |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+def _ok(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts for a smoke run")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(args.quick))

@@ -1,0 +1,1 @@
+"""Notifiers: one per channel (email, Slack, webhook) plus the dev outbox."""

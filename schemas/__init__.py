@@ -1,0 +1,1 @@
+"""The data of impactbus: events, targets, deliveries, subjects and the error hierarchy."""

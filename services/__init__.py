@@ -1,0 +1,1 @@
+"""The hub's services: bus, router, delivery workers, digest, API and CLI."""

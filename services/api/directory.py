@@ -1,0 +1,266 @@
+"""Recipients and subscriptions over HTTP, through :class:`services.directory.Directory`.
+
+The same code paths as the CLI, so the same rules hold (derived subscription ids, a
+contact required on the channel, deleting a recipient deletes their subscriptions). On
+top, the token's role decides (see :mod:`services.auth`): backbone tokens manage every
+recipient and the subscriptions on their initiatives; a partner manages its own
+recipient, subscribes it to its initiatives and may drop any of its subscriptions.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.responses import Response
+
+from schemas.directory import Recipient, Subscription
+from schemas.errors import InvalidInputError, NotFoundError
+from schemas.events import describe
+from schemas.subjects import validate_pattern
+from schemas.targets import Channel
+from schemas.text import Token
+from services.api.problems import responses
+from services.api.state import Caller, State, read_json
+from services.auth import Principal
+
+router = APIRouter(tags=["directory"])
+
+RecipientId = Annotated[str, Path(description="recipient id", examples=["maria"])]
+
+
+class SubscriptionIn(BaseModel):
+    """A new subscription: the hub derives its id from (recipient, pattern, channel)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    recipient: Token
+    pattern: str
+    channel: Channel
+    mode: Literal["immediate", "digest"] = "immediate"
+
+
+_RECIPIENT_EXAMPLE: Final[dict[str, object]] = {
+    "id": "maria",
+    "name": "Maria Lopez",
+    "organisation": "Somerville Health Alliance",
+    "email": "maria@example.org",
+    "slack_channel": None,
+    "webhook_url": None,
+    "timezone": "America/New_York",
+    "digest": "weekly@mon-08:00",
+    "locale": "en",
+    "paused_until": None,
+    "disabled_channels": [],
+    "owner": None,
+}
+_SUBSCRIPTION_EXAMPLE: Final[dict[str, object]] = {
+    "id": "maria-3f2a9c1b7e4d",
+    "recipient": "maria",
+    "pattern": "impact.somerville.>",
+    "channel": "email",
+    "mode": "digest",
+    "created_at": "2026-10-01T09:30:00Z",
+}
+
+
+def _ok(example: object, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"example": example}}}
+
+
+def _check_recipient(caller: Principal, recipient_id: str) -> None:
+    if not caller.may_manage_recipient(recipient_id):
+        raise caller.deny(f"manage recipient {recipient_id!r}")
+
+
+# ------------------------------------------------------------------------- recipients
+
+
+@router.get(
+    "/v1/recipients",
+    response_model=list[Recipient],
+    summary="List recipients",
+    responses={200: _ok([_RECIPIENT_EXAMPLE]), **responses(401, 403, 429)},
+)
+async def list_recipients(state: State, caller: Caller) -> list[Recipient]:
+    """Every recipient the token may manage (a partner: its own)."""
+    if caller.role == "system":
+        raise caller.deny("list recipients")
+    rows = await state.directory.list_recipients()
+    return [r for r in rows if caller.may_manage_recipient(r.id)]
+
+
+@router.get(
+    "/v1/recipients/{recipient_id}",
+    response_model=Recipient,
+    summary="Get a recipient",
+    responses={200: _ok(_RECIPIENT_EXAMPLE), **responses(401, 403, 404, 422, 429)},
+)
+async def get_recipient(recipient_id: RecipientId, state: State, caller: Caller) -> Recipient:
+    """One recipient."""
+    _check_recipient(caller, recipient_id)
+    return await state.directory.get_recipient(recipient_id)
+
+
+@router.put(
+    "/v1/recipients/{recipient_id}",
+    response_model=Recipient,
+    summary="Create or replace a recipient",
+    responses={
+        200: _ok(_RECIPIENT_EXAMPLE, "replaced"),
+        201: _ok(_RECIPIENT_EXAMPLE, "created"),
+        **responses(400, 401, 403, 413, 422, 429),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/Recipient"},
+                    "example": {k: v for k, v in _RECIPIENT_EXAMPLE.items() if v not in (None, [])},
+                }
+            },
+        }
+    },
+)
+async def put_recipient(
+    recipient_id: RecipientId, request: Request, state: State, caller: Caller
+) -> Response:
+    """Create or replace a recipient; ``id`` in the body may be left out."""
+    _check_recipient(caller, recipient_id)
+    fields = await read_json(request, state.settings.max_body)
+    if not isinstance(fields, dict):
+        raise InvalidInputError("body: expected a JSON object (a recipient)")
+    if fields.setdefault("id", recipient_id) != recipient_id:
+        raise InvalidInputError(f"id: does not match the path ({recipient_id!r})")
+    try:
+        recipient = Recipient.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidInputError(describe(exc)) from None
+    try:
+        current: Recipient | None = await state.directory.get_recipient(recipient_id)
+    except NotFoundError:
+        current = None
+    if caller.role == "partner":
+        # A partner manages its own contacts, not who is told about them nor what the hub
+        # disabled after a permanent failure.
+        recipient = recipient.model_copy(
+            update={
+                "owner": current.owner if current else None,
+                "disabled_channels": current.disabled_channels if current else (),
+            }
+        )
+    existed = current is not None
+    await state.directory.put_recipient(recipient)
+    return Response(
+        recipient.model_dump_json(), 200 if existed else 201, media_type="application/json"
+    )
+
+
+@router.delete(
+    "/v1/recipients/{recipient_id}",
+    status_code=204,
+    summary="Delete a recipient",
+    responses={
+        204: {"description": "deleted, with all their subscriptions"},
+        **responses(401, 403, 404, 422, 429),
+    },
+)
+async def delete_recipient(recipient_id: RecipientId, state: State, caller: Caller) -> Response:
+    """Delete a recipient and all their subscriptions.
+
+    A backbone token may do so only when every subscription of the recipient is on one
+    of its initiatives; a partner cannot delete itself (it may drop its subscriptions).
+    """
+    if caller.role == "partner":
+        raise caller.deny("delete recipients")
+    _check_recipient(caller, recipient_id)
+    await state.directory.get_recipient(recipient_id)
+    for sub in await state.directory.list_subscriptions(recipient=recipient_id):
+        if not caller.may_see_subscription(sub.recipient, sub.pattern):
+            raise caller.deny(f"delete {recipient_id!r}: subscribed to {sub.pattern!r}")
+    await state.directory.delete_recipient(recipient_id)
+    return Response(status_code=204)
+
+
+# ---------------------------------------------------------------------- subscriptions
+
+
+@router.get(
+    "/v1/subscriptions",
+    response_model=list[Subscription],
+    summary="List subscriptions",
+    responses={200: _ok([_SUBSCRIPTION_EXAMPLE]), **responses(401, 403, 422, 429)},
+)
+async def list_subscriptions(
+    state: State,
+    caller: Caller,
+    recipient: Annotated[Token | None, Query(description="only this recipient's")] = None,
+) -> list[Subscription]:
+    """The subscriptions the token may see, optionally of one recipient."""
+    if caller.role == "system":
+        raise caller.deny("list subscriptions")
+    rows = await state.directory.list_subscriptions(recipient)
+    return [s for s in rows if caller.may_see_subscription(s.recipient, s.pattern)]
+
+
+@router.post(
+    "/v1/subscriptions",
+    status_code=201,
+    response_model=Subscription,
+    summary="Subscribe",
+    responses={
+        201: _ok(_SUBSCRIPTION_EXAMPLE, "subscribed (the same id if it existed)"),
+        **responses(400, 401, 403, 404, 413, 422, 429),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/SubscriptionIn"},
+                    "example": {
+                        "recipient": "maria",
+                        "pattern": "impact.somerville.>",
+                        "channel": "email",
+                        "mode": "digest",
+                    },
+                }
+            },
+        }
+    },
+)
+async def subscribe(request: Request, state: State, caller: Caller) -> Response:
+    """Subscribe a recipient to a pattern on a channel (idempotent)."""
+    fields = await read_json(request, state.settings.max_body)
+    try:
+        wanted = SubscriptionIn.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidInputError(describe(exc)) from None
+    validate_pattern(wanted.pattern)
+    if not caller.may_subscribe(wanted.recipient, wanted.pattern):
+        raise caller.deny(f"subscribe {wanted.recipient!r} to {wanted.pattern!r}")
+    sub = await state.directory.subscribe(
+        wanted.recipient, wanted.pattern, wanted.channel, wanted.mode
+    )
+    return Response(sub.model_dump_json(), 201, media_type="application/json")
+
+
+@router.delete(
+    "/v1/subscriptions/{subscription_id}",
+    status_code=204,
+    summary="Unsubscribe",
+    responses={204: {"description": "unsubscribed"}, **responses(401, 403, 404, 422, 429)},
+)
+async def unsubscribe(
+    subscription_id: Annotated[str, Path(max_length=100, examples=["maria-3f2a9c1b7e4d"])],
+    state: State,
+    caller: Caller,
+) -> Response:
+    """Delete one subscription."""
+    sub = await state.directory.get_subscription(subscription_id)
+    if not caller.may_see_subscription(sub.recipient, sub.pattern):
+        raise caller.deny(f"delete subscription {subscription_id!r}")
+    await state.directory.unsubscribe(subscription_id)
+    return Response(status_code=204)

@@ -1,0 +1,246 @@
+"""Feeds: ``GET /v1/initiatives/{initiative}/events``, read straight from the EVENTS stream.
+
+Each request reads through a short-lived, in-memory, ack-less consumer filtered on
+``impact.<initiative>.<kind or *>.>``:
+
+* with ``since`` (an RFC 3339 time or a stream sequence) it returns the first ``limit``
+  events from there on, oldest first; ``next_since`` continues the page (poll with it);
+* without, it returns the last ``limit`` events (newest last). The start sequence is
+  found by probing consumer ``num_pending`` counts over growing windows from the end of
+  the stream, then bisecting, so a year of history is never scanned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Final
+
+import nats.errors
+import nats.js.errors
+from fastapi import APIRouter, Path, Query
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from schemas.errors import BusUnavailableError, InvalidInputError
+from schemas.events import EVENT_ADAPTER
+from schemas.subjects import EVENTS_ROOT, EventKind, validate_pattern
+from schemas.text import Token
+from services.api.problems import responses
+from services.api.state import Caller, State
+from services.bus import EVENTS, Bus
+
+router = APIRouter(tags=["feeds"])
+
+DEFAULT_LIMIT: Final = 50
+MAX_LIMIT: Final = 500
+FETCH_TIMEOUT_S: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """Events of one feed request, oldest first, as stored (validated) JSON."""
+
+    events: list[bytes]
+    next_since: int
+
+
+def parse_since(value: str | None) -> int | datetime | None:
+    """``since``: a stream sequence (digits) or an RFC 3339 time with an offset.
+
+    Raises:
+        InvalidInputError: neither.
+    """
+    if value is None:
+        return None
+    if value.isdigit():
+        return max(1, int(value))
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise InvalidInputError(
+            "since: use an RFC 3339 time with an offset (2026-10-01T00:00:00Z) or a sequence"
+        )
+    return when
+
+
+def feed_filter(initiative: str, kind: EventKind | None) -> str:
+    """The filter subject of one initiative's events (of one kind)."""
+    return validate_pattern(f"{EVENTS_ROOT}.{initiative}.{kind or '*'}.>")
+
+
+async def read_feed(bus: Bus, subject: str, since: int | datetime | None, limit: int) -> FeedPage:
+    """Read up to ``limit`` events matching ``subject`` from the EVENTS stream.
+
+    Raises:
+        BusUnavailableError: JetStream did not answer.
+    """
+    js = bus.js
+    try:
+        state = (await js.stream_info(EVENTS)).state
+        if since is None:
+            if state.messages == 0:
+                return FeedPage([], state.last_seq + 1)
+            start, count = await _tail_start(js, subject, limit, state.first_seq, state.last_seq)
+            msgs = (await _read(js, subject, start, count))[-limit:]
+        else:
+            msgs = await _read(js, subject, since, limit)
+    except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise BusUnavailableError(f"cannot read the EVENTS stream: {reason}") from None
+    events = []
+    for msg in msgs:
+        try:
+            EVENT_ADAPTER.validate_json(msg.data)
+        except ValidationError:
+            continue  # published around the API straight to NATS: the router dead-letters it
+        events.append(msg.data)
+    after = (
+        msgs[-1].metadata.sequence.stream + 1
+        if msgs
+        else (state.last_seq + 1 if since is None or isinstance(since, datetime) else since)
+    )
+    return FeedPage(events, after)
+
+
+def _config(subject: str, start: int | datetime) -> api.ConsumerConfig:
+    by_seq = isinstance(start, int)
+    return api.ConsumerConfig(
+        name=f"feed-{secrets.token_hex(8)}",
+        filter_subject=subject,
+        ack_policy=api.AckPolicy.NONE,
+        mem_storage=True,
+        inactive_threshold=30.0,
+        num_replicas=1,
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE
+        if by_seq
+        else api.DeliverPolicy.BY_START_TIME,
+        opt_start_seq=start if isinstance(start, int) else None,
+        opt_start_time=start if isinstance(start, datetime) else None,
+    )
+
+
+async def _count(js: JetStreamContext, subject: str, start: int) -> int:
+    """How many events matching ``subject`` are stored from sequence ``start`` on."""
+    info = await js.add_consumer(EVENTS, _config(subject, start))
+    with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
+        await js.delete_consumer(EVENTS, info.name)
+    return int(info.num_pending or 0)
+
+
+async def _tail_start(
+    js: JetStreamContext, subject: str, limit: int, first: int, last: int
+) -> tuple[int, int]:
+    """A start sequence followed by ``limit`` to ``4 * limit`` matches (or all of them).
+
+    Returns:
+        The start sequence and how many matches follow it.
+    """
+    window, hi = limit, last + 1
+    while True:
+        lo = max(first, last + 1 - window)
+        found = await _count(js, subject, lo)
+        if found >= limit:
+            break
+        if lo <= first:
+            return first, found
+        hi, window = lo, window * 4
+    while found > 4 * limit and hi - lo > 1:  # uneven history: narrow it down
+        mid = (lo + hi) // 2
+        at_mid = await _count(js, subject, mid)
+        if at_mid >= limit:
+            lo, found = mid, at_mid
+        else:
+            hi = mid
+    return lo, found
+
+
+async def _read(js: JetStreamContext, subject: str, start: int | datetime, limit: int) -> list[Msg]:
+    info = await js.add_consumer(EVENTS, _config(subject, start))
+    try:
+        wanted = min(limit, int(info.num_pending or 0))
+        if wanted == 0:
+            return []
+        sub = await js.pull_subscribe_bind(consumer=info.name, stream=EVENTS)
+        try:
+            msgs: list[Msg] = []
+            while len(msgs) < wanted:
+                msgs += await sub.fetch(wanted - len(msgs), timeout=FETCH_TIMEOUT_S)
+            return msgs[:wanted]
+        finally:
+            await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
+            await js.delete_consumer(EVENTS, info.name)
+
+
+_FEED_EXAMPLE: Final = {
+    "initiative": "somerville",
+    "kind": "metric",
+    "next_since": 43,
+    "events": [
+        {
+            "specversion": "1.0",
+            "id": "01JC3Z8Q6W3V5J1T0N9X7B2M4K",
+            "source": "urn:impactbus:token:0f3a9c2b7d4e8a61",
+            "type": "org.impactbus.metric",
+            "time": "2026-10-01T09:30:00Z",
+            "subject": "bmi",
+            "initiative": "somerville",
+            "datacontenttype": "application/json",
+            "data": {
+                "kind": "metric",
+                "indicator": "Children at a healthy weight",
+                "value": 71.5,
+                "unit": "%",
+                "period": "2026-09",
+                "baseline": 64.0,
+                "target": 75.0,
+                "direction": "increase",
+                "note": None,
+            },
+        }
+    ],
+}
+
+
+@router.get(
+    "/v1/initiatives/{initiative}/events",
+    summary="Read an initiative's events",
+    responses={
+        200: {
+            "description": "events, oldest first (newest last)",
+            "content": {"application/json": {"example": _FEED_EXAMPLE}},
+        },
+        **responses(401, 403, 422, 429, 503),
+    },
+)
+async def initiative_events(  # noqa: PLR0917 - FastAPI injects parameters by name
+    initiative: Annotated[Token, Path(examples=["somerville"])],
+    state: State,
+    caller: Caller,
+    kind: Annotated[EventKind | None, Query(description="only this kind")] = None,
+    since: Annotated[
+        str | None,
+        Query(
+            description="RFC 3339 time or stream sequence (a previous next_since)",
+            examples=["2026-10-01T00:00:00Z", "43"],
+            max_length=64,
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Response:
+    """Events of one initiative: the last ``limit``, or ``limit`` from ``since`` on."""
+    if not caller.may_read(initiative):
+        raise caller.deny(f"read events of {initiative!r}")
+    page = await read_feed(state.bus, feed_filter(initiative, kind), parse_since(since), limit)
+    head = json.dumps({"initiative": initiative, "kind": kind, "next_since": page.next_since})
+    head = head[:-1] + ',"events":['
+    return Response(head.encode() + b",".join(page.events) + b"]}", media_type="application/json")

@@ -1,0 +1,34 @@
+"""Hub-wide settings (``IMPACTBUS_*``) that are not owned by one component.
+
+Component settings live beside their component: ``NatsSettings`` in ``services.bus``,
+``SmtpSettings`` in ``notifiers.email``, ``SlackSettings`` in ``notifiers.slack``...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class HubSettings(BaseSettings):
+    """Where the hub keeps its files and how it presents itself."""
+
+    model_config = SettingsConfigDict(env_prefix="IMPACTBUS_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path(".impactbus"), description="embedded NATS store, secret key")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = Field(None, description="base URL for links in messages")
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_grace_s: float = Field(
+        20, ge=0, description="on SIGTERM, how long in-flight sends may finish before hand-back"
+    )
+
+    @property
+    def base_url(self) -> str:
+        """The URL partners reach the web pages at."""
+        return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")

@@ -1,0 +1,352 @@
+"""Digests: the server schedules, this service renders and hands them to delivery.
+
+* Each recipient gets one NATS message schedule on ``schedule.<recipient>`` (cron in their
+  time zone, see :mod:`services.schedule`); the server publishes ``digest-tick.<recipient>``
+  at each run. No in-process timer: nothing to lose in a restart, and several digest
+  processes share one durable consumer, so each tick is handled once. The schedule is
+  (re)published whenever a recipient changes; a newer schedule replaces the older one.
+* On a tick: claim the period in KV ``digest_state`` (compare-and-set on the revision),
+  read the recipient's items up to the last sequence, render once, publish one delivery
+  per channel to DELIVERIES with a deterministic ``Nats-Msg-Id``, purge the items up to and
+  including that sequence, then mark the period done with the metric values shown.
+
+Exactly one digest per recipient per period: a repeated tick (DST fall-back, a redelivery)
+finds the period done; a run killed midway is resumed from the claimed state with the
+same last sequence, so it renders the same digest under the same job id, which JetStream's
+duplicate window drops if it was already queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from ulid import ULID
+
+from notifiers.base import LinkMaker, no_links
+from schemas.delivery import Delivery, Rendered
+from schemas.directory import Recipient
+from schemas.errors import InvalidInputError, NotFoundError
+from schemas.events import Event
+from schemas.subjects import delivery_subject, digest_subject, tick_subject
+from schemas.targets import Channel
+from services.bus import DIGESTS, KV_DIGEST_STATE, KV_RECIPIENTS, SCHEDULES, Bus
+from services.digest_slack import digest_blocks, fallback_text
+from services.digest_view import DigestView, build_digest, render_digest_email
+from services.directory import Directory
+from services.itemstore import StoredMsg, read_subject
+from services.schedule import period_key, schedule_headers
+from services.watch import KvMirror
+
+log = logging.getLogger("impactbus.digest")
+Outcome = Literal["sent", "empty", "done-already", "busy", "no-recipient"]
+
+
+class _Item(BaseModel):
+    """A digest item as the router queues it (extra routing fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    event: Event
+    channel: Channel = "email"
+
+
+_ITEM: Final = TypeAdapter(_Item)
+
+
+class DigestSettings(BaseSettings):
+    """``IMPACTBUS_DIGEST_*``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMPACTBUS_DIGEST_", env_file=".env", extra="ignore"
+    )
+
+    send_empty: bool = Field(False, description="send a digest when nothing is new")
+    stale_days: int = Field(30, ge=1, description="flag a metric with no update for N days")
+
+
+@dataclass
+class DigestResult:
+    """What one run did."""
+
+    outcome: Outcome
+    period: str
+    items: int = 0
+    channels: list[str] = field(default_factory=list)
+    view: DigestView | None = None
+    deliveries: list[Delivery] = field(default_factory=list)
+
+
+class DigestService:
+    """Schedules, runs and previews digests."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        recipients: KeyValue,
+        state: KeyValue,
+        *,
+        links: LinkMaker = no_links,
+        settings: DigestSettings | None = None,
+    ) -> None:
+        self.bus = bus
+        self.state = state
+        self.links = links
+        self.settings = settings or DigestSettings()
+        self.recipients = KvMirror(recipients, Recipient.model_validate_json, self._on_recipient)
+        self._pending_schedules: list[Recipient] = []
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.counts: dict[str, int] = {}
+
+    @classmethod
+    async def open(
+        cls, bus: Bus, *, links: LinkMaker = no_links, settings: DigestSettings | None = None
+    ) -> DigestService:
+        """A service over the hub's buckets (call :meth:`start` to follow recipients)."""
+        return cls(
+            bus,
+            await bus.kv(KV_RECIPIENTS),
+            await bus.kv(KV_DIGEST_STATE),
+            links=links,
+            settings=settings,
+        )
+
+    # ----------------------------------------------------------------- schedules
+
+    async def start(self) -> None:
+        """Load recipients, (re)publish every schedule, then follow changes."""
+        await self.recipients.start()
+        await self.flush_schedules()
+
+    async def stop(self) -> None:
+        """Stop following recipients."""
+        await self.recipients.stop()
+
+    def _on_recipient(self, key: str, old: Recipient | None, new: Recipient | None) -> None:
+        if new is None:
+            self._background(unschedule(self.bus, key))
+        elif old is None or (old.digest, old.timezone) != (new.digest, new.timezone):
+            self._pending_schedules.append(new)
+            if self.recipients.ready.is_set():
+                self._background(self.flush_schedules())
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def flush_schedules(self) -> None:
+        """Publish the schedules of recipients that are new or changed."""
+        todo, self._pending_schedules = self._pending_schedules, []
+        for recipient in todo:
+            await schedule(self.bus, recipient)
+
+    # ---------------------------------------------------------------------- runs
+
+    async def handle_tick(self, msg: Msg) -> None:
+        """Run the digest a tick asks for, then ack the tick."""
+        recipient_id = msg.subject.split(".", 1)[1]
+        at = msg.metadata.timestamp or datetime.now(UTC)
+        try:
+            result = await self.run(recipient_id, at)
+        except NotFoundError:
+            result = DigestResult("no-recipient", "")
+        self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
+        if result.outcome == "busy":
+            await msg.nak(delay=5)
+            return
+        await msg.ack()
+
+    async def _recipient(self, recipient_id: str) -> Recipient:
+        r = self.recipients.get(recipient_id)
+        if r is not None:
+            return r
+        # not mirrored (yet): the CLI's preview/send-now, or a recipient added a moment ago
+        return await (await Directory.open(self.bus)).get_recipient(recipient_id)
+
+    async def run(self, recipient_id: str, at: datetime, *, manual: bool = False) -> DigestResult:
+        """Run one recipient's digest for the period of ``at`` (or now, ``manual``).
+
+        Raises:
+            NotFoundError: no such recipient.
+        """
+        recipient = await self._recipient(recipient_id)
+        period = (
+            f"manual-{ULID()}" if manual else period_key(recipient.digest, recipient.timezone, at)
+        )
+        state, revision = await self._state(recipient.id)
+        if state.get("period") == period and state.get("status") == "done":
+            return DigestResult("done-already", period)
+        if state.get("period") == period and state.get("status") == "sending":
+            through = int(state["through_seq"])  # resume the interrupted run as it was
+            items = await read_subject(
+                self.bus, DIGESTS, digest_subject(recipient.id), up_to_seq=through
+            )
+        else:
+            items = await read_subject(self.bus, DIGESTS, digest_subject(recipient.id))
+            if not items and not self.settings.send_empty:
+                return DigestResult("empty", period)
+            through = items[-1].seq if items else 0
+            claimed = {**state, "period": period, "status": "sending", "through_seq": through}
+            new_revision = await self._cas(recipient.id, claimed, revision)
+            if new_revision is None:
+                return DigestResult("busy", period)
+            state, revision = claimed, new_revision
+        result = self.compose(recipient, items, state.get("previous", {}), at, period)
+        acks = [
+            await self.bus.js.publish_async(
+                delivery_subject(d.target.channel, "digest"),
+                d.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": d.job_id},
+            )
+            for d in result.deliveries
+        ]
+        await asyncio.gather(*acks)
+        if through:
+            await self.bus.js.purge_stream(
+                DIGESTS, subject=digest_subject(recipient.id), seq=through + 1
+            )
+        previous = result.view.next_values if result.view else state.get("previous", {})
+        done = {
+            "period": period,
+            "status": "done",
+            "through_seq": through,
+            "previous": dict(previous),
+            "sent_at": datetime.now(UTC).isoformat(),
+        }
+        await self._cas(recipient.id, done, revision)
+        result.outcome = "sent" if result.deliveries else "empty"
+        return result
+
+    def compose(
+        self,
+        recipient: Recipient,
+        items: list[StoredMsg],
+        previous: dict[str, float],
+        at: datetime,
+        period: str,
+    ) -> DigestResult:
+        """Render the digest of ``items`` (no I/O): one delivery per channel asked for."""
+        events: list[Event] = []
+        channels: list[Channel] = []
+        for item in items:
+            try:
+                parsed = _ITEM.validate_json(item.data)
+            except ValidationError:
+                log.warning("skipping an unreadable digest item %d for %s", item.seq, recipient.id)
+                continue
+            events.append(parsed.event)
+            if parsed.channel not in channels:
+                channels.append(parsed.channel)
+        result = DigestResult("sent", period, items=len(events))
+        if not events:
+            return result
+        view = build_digest(
+            recipient, events, previous, at, stale_after=timedelta(days=self.settings.stale_days)
+        )
+        result.view = view
+        newest = max(events, key=lambda e: e.time)
+        for channel in channels:
+            try:
+                target = recipient.target(channel)
+            except InvalidInputError:
+                continue
+            base = Delivery(
+                event=newest,
+                recipient=recipient.id,
+                recipient_name=recipient.name,
+                target=target,
+                timezone=recipient.timezone,
+                locale=recipient.locale,
+                digest_period=period,
+            )
+            links = self.links(base)
+            subject, text, html = render_digest_email(view, links.preferences)
+            rendered = Rendered(
+                subject=subject[:300],
+                text=text,
+                html=html,
+                blocks=digest_blocks(view) if channel == "slack" else None,
+            )
+            if channel == "slack":
+                rendered = rendered.model_copy(update={"text": fallback_text(view)})
+            result.deliveries.append(base.model_copy(update={"rendered": rendered}))
+            result.channels.append(channel)
+        return result
+
+    async def preview(self, recipient_id: str, at: datetime | None = None) -> DigestResult:
+        """What the recipient would get now, without sending or purging anything.
+
+        Raises:
+            NotFoundError: no such recipient.
+        """
+        recipient = await self._recipient(recipient_id)
+        at = at or datetime.now(UTC)
+        state, _ = await self._state(recipient.id)
+        items = await read_subject(self.bus, DIGESTS, digest_subject(recipient.id))
+        period = period_key(recipient.digest, recipient.timezone, at)
+        result = self.compose(recipient, items, state.get("previous", {}), at, period)
+        result.outcome = "sent" if result.deliveries else "empty"
+        return result
+
+    # --------------------------------------------------------------------- state
+
+    async def _state(self, recipient_id: str) -> tuple[dict[str, Any], int]:
+        try:
+            entry = await self.state.get(recipient_id)
+        except nats.js.errors.KeyNotFoundError:
+            return {}, 0
+        return (json.loads(entry.value) if entry.value else {}), entry.revision or 0
+
+    async def _cas(self, recipient_id: str, value: dict[str, Any], revision: int) -> int | None:
+        """Write ``value`` if the state is still at ``revision``; the new revision, or None."""
+        data = json.dumps(value).encode()
+        try:
+            if revision:
+                return int(await self.state.update(recipient_id, data, last=revision))
+            return int(await self.state.create(recipient_id, data))
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+            return None
+
+
+async def schedule(bus: Bus, recipient: Recipient) -> None:
+    """Publish (or replace) ``recipient``'s digest schedule on the server."""
+    headers = schedule_headers(recipient.digest, recipient.timezone, tick_subject(recipient.id))
+    await bus.js.publish(f"schedule.{recipient.id}", b"", headers=headers, stream=SCHEDULES)
+
+
+async def unschedule(bus: Bus, recipient_id: str) -> None:
+    """Stop ``recipient``'s digest schedule."""
+    await bus.js.purge_stream(SCHEDULES, subject=f"schedule.{recipient_id}")
+
+
+async def run_digest(rt: Any) -> None:
+    """The digest service (``impactbus run digest``)."""
+    from services.bus import DIGEST_CONSUMER
+    from services.consumer import ConsumerStats, run_each
+
+    service = await DigestService.open(rt.bus, links=rt.links)
+    await service.start()
+    stats = rt.stats.setdefault("digest", ConsumerStats("digest"))
+    try:
+        await run_each(
+            rt.bus,
+            SCHEDULES,
+            DIGEST_CONSUMER,
+            service.handle_tick,
+            stop=rt.stop,
+            max_in_flight=16,
+            stats=stats,
+        )
+    finally:
+        await service.stop()

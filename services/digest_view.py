@@ -1,0 +1,447 @@
+"""The view model of one recipient's digest, built from the events waiting for them.
+
+Pure: no I/O and no clock (``now`` is an argument). :func:`build_digest` groups events by
+initiative, then by kind, and computes what a reader needs at a glance: each indicator's
+latest value, its change since the previous digest, progress toward its target and words
+for what needs attention (target reached, wrong way, stale); milestones that changed or
+fall due soon; meetings with the reader's own action items flagged; update excerpts.
+:func:`render_digest_email` turns the view into (subject, text, html) with the
+``digest/email.*.j2`` templates; ``services.digest_slack`` turns it into Block Kit.
+
+"Wrong way" means a value moved against its direction of good (``direction``) since the
+previous digest, or since the baseline when there was none. Judging by the direction
+rather than by distance to the target keeps an indicator that keeps beating its target
+from being flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Final, Literal
+from zoneinfo import ZoneInfo
+
+from notifiers.render import render
+from schemas.directory import Recipient
+from schemas.errors import InvalidInputError
+from schemas.events import Event, MeetingNotes, MetricUpdate, Milestone
+from services.schedule import parse_digest, period_key
+
+STALE_AFTER: Final = timedelta(days=30)
+UPCOMING_DAYS: Final = 14
+EXCERPT_LINES: Final = 3
+EXCERPT_CHARS: Final = 280
+BAR_WIDTH: Final = 10
+
+MilestoneStatus = Literal["planned", "reached", "missed", "at-risk"]
+_ATTENTION_ORDER: Final[dict[str, int]] = {"missed": 0, "at-risk": 1, "reached": 2, "planned": 3}
+
+
+def fmt_number(value: float) -> str:
+    """``1234.5`` as ``1,234.5``; at most two decimals, no trailing zeros."""
+    text = f"{value:,.2f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def excerpt(text: str, lines: int = EXCERPT_LINES, chars: int = EXCERPT_CHARS) -> tuple[str, bool]:
+    """The first ``lines`` non-blank lines of ``text``, at most ``chars`` characters.
+
+    Returns:
+        The excerpt and whether anything was cut off.
+    """
+    all_lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    kept = "\n".join(all_lines[:lines])
+    cut = len(all_lines) > lines
+    if len(kept) > chars:
+        kept, cut = kept[: chars - 1].rsplit(" ", 1)[0].rstrip() + "…", True
+    elif cut:
+        kept += " …"
+    return kept, cut
+
+
+@dataclass(frozen=True, slots=True)
+class MetricView:
+    """One indicator (initiative + topic) as the digest shows it."""
+
+    key: str
+    initiative: str
+    topic: str
+    indicator: str
+    value: float
+    unit: str | None
+    period: str | None
+    baseline: float | None
+    target: float | None
+    direction: Literal["increase", "decrease"]
+    previous: float | None
+    change: float | None
+    change_pct: float | None
+    progress: float | None
+    target_reached: bool
+    wrong_way: bool
+    stale: bool
+    updated_at: datetime
+    updates: int
+    note: str | None
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The flags as words, e.g. ``("target reached",)``."""
+        pairs = (
+            ("target reached", self.target_reached),
+            ("wrong way", self.wrong_way),
+            ("stale", self.stale),
+        )
+        return tuple(word for word, on in pairs if on)
+
+    @property
+    def progress_pct(self) -> int | None:
+        """Progress in whole percent, 100 only when the target is reached."""
+        if self.progress is None:
+            return None
+        pct = math.floor(self.progress * 100 + 1e-9)
+        return 100 if self.target_reached else min(pct, 99)
+
+    @property
+    def bar(self) -> str:
+        """A text progress bar such as ``[######----] 60%`` (empty without progress)."""
+        pct = self.progress_pct
+        if pct is None:
+            return ""
+        filled = pct * BAR_WIDTH // 100
+        return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {pct}%"
+
+    @property
+    def value_text(self) -> str:
+        """The value with its unit."""
+        return f"{fmt_number(self.value)} {self.unit}" if self.unit else fmt_number(self.value)
+
+    @property
+    def change_text(self) -> str:
+        """``+2 (+13.3%) since last digest``, or ``""`` without a previous value."""
+        if self.change is None:
+            return ""
+        sign = "+" if self.change > 0 else ""
+        pct = "" if self.change_pct is None else f" ({sign}{fmt_number(self.change_pct)}%)"
+        return f"{sign}{fmt_number(self.change)}{pct} since last digest"
+
+    @property
+    def target_text(self) -> str:
+        """``baseline 20 → target 15 (lower is better)``, parts present only if known."""
+        parts = [f"baseline {fmt_number(self.baseline)}"] if self.baseline is not None else []
+        if self.target is not None:
+            parts.append(f"target {fmt_number(self.target)}")
+        good = "lower is better" if self.direction == "decrease" else "higher is better"
+        return f"{' → '.join(parts)} ({good})" if parts else good
+
+
+@dataclass(frozen=True, slots=True)
+class MilestoneView:
+    """A milestone's latest status. ``upcoming``: planned and due within 14 days."""
+
+    initiative: str
+    topic: str
+    title: str
+    status: MilestoneStatus
+    due: date | None
+    overdue: bool
+    upcoming: bool
+    note: str | None
+
+    @property
+    def label(self) -> str:
+        """The status as a word for the reader."""
+        if self.overdue:
+            return "overdue"
+        return "upcoming" if self.upcoming else self.status.replace("-", " ")
+
+
+@dataclass(frozen=True, slots=True)
+class ActionItemView:
+    """An action item; ``mine`` when its owner is the recipient."""
+
+    task: str
+    owner: str
+    due: date | None
+    mine: bool
+    overdue: bool
+    meeting: str
+    initiative: str
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingView:
+    """A meeting's notes, action items sorted overdue first, then by due date."""
+
+    initiative: str
+    topic: str
+    title: str
+    held_at: datetime
+    summary: str
+    decisions: tuple[str, ...]
+    action_items: tuple[ActionItemView, ...]
+    attendees: int
+
+    @property
+    def held_text(self) -> str:
+        """When it was held, in the recipient's time zone: ``Mon 23 Nov 2026, 14:00``."""
+        return self.held_at.strftime("%a %d %b %Y, %H:%M")
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateView:
+    """An update: title, the first lines of its body and its link."""
+
+    initiative: str
+    topic: str
+    title: str
+    excerpt: str
+    truncated: bool
+    url: str | None
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InitiativeDigest:
+    """Everything of one initiative, by kind."""
+
+    initiative: str
+    metrics: tuple[MetricView, ...] = ()
+    milestones: tuple[MilestoneView, ...] = ()
+    meetings: tuple[MeetingView, ...] = ()
+    updates: tuple[UpdateView, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """How many entries it shows."""
+        return len(self.metrics) + len(self.milestones) + len(self.meetings) + len(self.updates)
+
+
+@dataclass(frozen=True, slots=True)
+class DigestView:
+    """One recipient's digest. Store ``next_values`` as the next digest's ``previous``."""
+
+    recipient_id: str
+    recipient_name: str | None
+    timezone: str
+    frequency: Literal["daily", "weekly"]
+    period: str
+    generated_at: datetime
+    event_count: int
+    initiatives: tuple[InitiativeDigest, ...]
+    my_action_items: tuple[ActionItemView, ...]
+    next_values: dict[str, float]
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether there is nothing to show."""
+        return not self.initiatives
+
+
+def build_digest(
+    recipient: Recipient,
+    events: Iterable[Event],
+    previous: Mapping[str, float],
+    now: datetime,
+    *,
+    stale_after: timedelta = STALE_AFTER,
+) -> DigestView:
+    """Build the digest view of ``events`` for ``recipient``.
+
+    Args:
+        recipient: who the digest is for (time zone, name, schedule).
+        events: the events waiting for them, in any order; duplicates are ignored.
+        previous: indicator values of their previous digest, by ``initiative/topic``.
+        now: the current time (aware); dates such as "overdue" are in their time zone.
+        stale_after: an indicator whose latest value is older than this is ``stale``.
+
+    Raises:
+        InvalidInputError: ``now`` is naive.
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise InvalidInputError("now must be timezone-aware")
+    zone = ZoneInfo(recipient.timezone)
+    me = {s.strip().casefold() for s in (recipient.name, recipient.id, recipient.organisation) if s}
+    build = _Builder(previous, now, now.astimezone(zone).date(), zone, frozenset(me), stale_after)
+    # Oldest first, so a later event overwrites an earlier one of the same topic.
+    ordered = sorted({e.key: e for e in events}.values(), key=lambda e: e.time)
+    by_initiative: dict[str, list[Event]] = {}
+    for event in ordered:
+        by_initiative.setdefault(event.initiative, []).append(event)
+    built = (build.section(name, evs) for name, evs in sorted(by_initiative.items()))
+    sections = tuple(s for s in built if s.count)  # far-off planned milestones show nothing
+    mine = (a for s in sections for m in s.meetings for a in m.action_items if a.mine)
+    spec = parse_digest(recipient.digest)
+    return DigestView(
+        recipient_id=recipient.id,
+        recipient_name=recipient.name,
+        timezone=recipient.timezone,
+        frequency=spec.frequency,
+        period=period_key(spec, recipient.timezone, now),
+        generated_at=now.astimezone(zone),
+        event_count=len(ordered),
+        initiatives=sections,
+        my_action_items=tuple(sorted(mine, key=_action_order)),
+        next_values={**previous, **{m.key: m.value for s in sections for m in s.metrics}},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Builder:
+    previous: Mapping[str, float]
+    now: datetime
+    today: date
+    zone: ZoneInfo
+    me: frozenset[str]
+    stale_after: timedelta
+
+    def section(self, initiative: str, events: list[Event]) -> InitiativeDigest:
+        metrics: dict[str, list[Event]] = {}
+        milestones: dict[str, MilestoneView] = {}
+        meetings: list[MeetingView] = []
+        updates: list[UpdateView] = []
+        for e in events:
+            data = e.data
+            if isinstance(data, MetricUpdate):
+                metrics.setdefault(e.topic, []).append(e)
+            elif isinstance(data, Milestone):
+                milestones[e.topic] = self.milestone(e, data)
+            elif isinstance(data, MeetingNotes):
+                meetings.append(self.meeting(e, data))
+            else:
+                text, cut = excerpt(data.body)
+                url = str(data.url) if data.url else None
+                updates.append(UpdateView(initiative, e.topic, data.title, text, cut, url, e.time))
+        shown = (m for m in milestones.values() if m.status != "planned" or m.overdue or m.upcoming)
+        metric_views = (self.metric(evs[-1], len(evs)) for evs in metrics.values())
+        return InitiativeDigest(
+            initiative=initiative,
+            metrics=tuple(sorted(metric_views, key=lambda m: (m.indicator.casefold(), m.topic))),
+            milestones=tuple(sorted(shown, key=_milestone_order)),
+            meetings=tuple(sorted(meetings, key=lambda m: m.held_at, reverse=True)),
+            updates=tuple(sorted(updates, key=lambda u: u.time, reverse=True)),
+        )
+
+    def metric(self, event: Event, updates: int) -> MetricView:
+        data = event.data
+        assert isinstance(data, MetricUpdate)
+        key = f"{event.initiative}/{event.topic}"
+        value, target, baseline = data.value, data.target, data.baseline
+        better = 1.0 if data.direction == "increase" else -1.0
+        prev = self.previous.get(key)
+        reached = target is not None and (value - target) * better >= 0
+        progress: float | None = None
+        if target is not None and baseline is not None:
+            # (value - baseline) / (target - baseline) is right for both directions:
+            # baseline 20 -> target 15, value 17 gives -3 / -5 = 60 %.
+            span = target - baseline
+            raw = (value - baseline) / span if span else float(reached)
+            progress = min(max(raw, 0.0), 1.0)
+        reference = prev if prev is not None else baseline
+        return MetricView(
+            key=key,
+            initiative=event.initiative,
+            topic=event.topic,
+            indicator=data.indicator,
+            value=value,
+            unit=data.unit,
+            period=data.period,
+            baseline=baseline,
+            target=target,
+            direction=data.direction,
+            previous=prev,
+            change=None if prev is None else value - prev,
+            change_pct=None if not prev else (value - prev) / abs(prev) * 100,
+            progress=progress,
+            target_reached=reached,
+            wrong_way=reference is not None and (value - reference) * better < 0,
+            stale=self.now - event.time > self.stale_after,
+            updated_at=event.time,
+            updates=updates,
+            note=excerpt(data.note)[0] if data.note else None,
+        )
+
+    def milestone(self, event: Event, data: Milestone) -> MilestoneView:
+        due, today = data.due, self.today
+        planned = data.status == "planned" and due is not None
+        overdue = planned and due is not None and due < today
+        soon = planned and due is not None and today <= due <= today + timedelta(UPCOMING_DAYS)
+        note = excerpt(data.note)[0] if data.note else None
+        return MilestoneView(
+            event.initiative, event.topic, data.title, data.status, due, overdue, soon, note
+        )
+
+    def meeting(self, event: Event, data: MeetingNotes) -> MeetingView:
+        items = (
+            ActionItemView(
+                task=a.task,
+                owner=a.owner,
+                due=a.due,
+                mine=a.owner.strip().casefold() in self.me,
+                overdue=a.due is not None and a.due < self.today,
+                meeting=data.title,
+                initiative=event.initiative,
+            )
+            for a in data.action_items
+        )
+        return MeetingView(
+            initiative=event.initiative,
+            topic=event.topic,
+            title=data.title,
+            held_at=data.held_at.astimezone(self.zone),
+            summary=excerpt(data.summary)[0],
+            decisions=tuple(excerpt(d)[0] for d in data.decisions),
+            action_items=tuple(sorted(items, key=_action_order)),
+            attendees=len(data.attendees),
+        )
+
+
+def _milestone_order(m: MilestoneView) -> tuple[int, int, date, str]:
+    # Missed, at risk, reached (overdue planned ones count as missed); then upcoming by due.
+    rank = _ATTENTION_ORDER["missed" if m.overdue else m.status]
+    return (int(m.upcoming), rank, m.due or date.max, m.title.casefold())
+
+
+def _action_order(a: ActionItemView) -> tuple[bool, date, bool, str]:
+    return (not a.overdue, a.due or date.max, not a.mine, a.task.casefold())
+
+
+def render_digest_email(view: DigestView, links_preferences: str | None) -> tuple[str, str, str]:
+    """Render the digest as an email.
+
+    Args:
+        view: the digest.
+        links_preferences: URL of the recipient's preference centre, shown in the footer.
+
+    Returns:
+        ``(subject, text, html)``: the text and HTML parts of one multipart message.
+
+    Raises:
+        InvalidInputError: ``links_preferences`` is not an http(s) URL.
+    """
+    if links_preferences is not None and not links_preferences.startswith(("https://", "http://")):
+        raise InvalidInputError(f"preferences link {links_preferences!r} is not an http(s) URL")
+    subject = _subject(view)
+    context = {"view": view, "subject": subject, "preferences_url": links_preferences}
+    return (
+        subject,
+        render("digest/email.txt.j2", **context),
+        render("digest/email.html.j2", **context),
+    )
+
+
+def _subject(view: DigestView) -> str:
+    kind = "Daily" if view.frequency == "daily" else "Weekly"
+    if view.is_empty:
+        return f"{kind} digest {view.period}: nothing new"
+    n, groups = view.event_count, len(view.initiatives)
+    subject = (
+        f"{kind} digest {view.period}: {n} update{'s' * (n != 1)}"
+        f" from {groups} initiative{'s' * (groups != 1)}"
+    )
+    overdue = sum(a.overdue for a in view.my_action_items)
+    if overdue:
+        subject += f" - {overdue} of your action items overdue"
+    return subject

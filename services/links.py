@@ -1,0 +1,260 @@
+"""Signed personal links: the preference centre and one-click unsubscribe (RFC 8058).
+
+Every delivery carries two links that need no login: ``/preferences/<token>`` (bound to
+one recipient) and ``/unsubscribe/<token>`` (bound to one recipient and one subscription,
+or, in a digest, to the recipient's digest subscriptions on that channel). The token *is*
+the authorisation, so it is signed with :class:`itsdangerous.URLSafeTimedSerializer`
+(HMAC-SHA1 over the payload and its timestamp) and expires after
+``IMPACTBUS_LINK_MAX_AGE_DAYS`` (default 60: more than the 30 days CAN-SPAM asks an
+unsubscribe link to keep working). Each kind of link has its own salt, so a preferences
+token is never accepted as an unsubscribe token or as a session cookie.
+
+The key is ``IMPACTBUS_SECRET_KEY`` or, when unset, a random key generated once into
+``<data dir>/secret_key`` (mode 0600). Every process that makes or checks links must use
+the same key: set ``IMPACTBUS_SECRET_KEY`` when the services run on several machines.
+
+Errors (all :class:`LinkError`, an :class:`~schemas.errors.ImpactbusError`)::
+
+    LinkError
+    ├── ForgedLinkError        not signed by this hub, or not a token at all   (HTTP 400)
+    ├── ExpiredLinkError       signed, but older than the maximum age           (HTTP 410)
+    ├── WrongRecipientError    signed, but for another recipient's data         (HTTP 403)
+    └── RecipientGoneError     signed, but the recipient was deleted since      (HTTP 410)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from notifiers.base import LinkMaker, Links
+from schemas.delivery import Delivery
+from schemas.errors import ImpactbusError
+from services.config import HubSettings
+
+Purpose = Literal["preferences", "unsubscribe", "session"]
+KEY_FILE: Final = "secret_key"
+DAY_S: Final = 86_400
+
+
+class LinkError(ImpactbusError):
+    """A personal link that cannot be honoured. ``status`` is the HTTP status to answer."""
+
+    status: int = 400
+
+
+class ForgedLinkError(LinkError):
+    """Not a token this hub signed (tampered, truncated, or signed with another key)."""
+
+    status = 400
+
+
+class ExpiredLinkError(LinkError):
+    """A genuine token past its maximum age."""
+
+    status = 410
+
+
+class WrongRecipientError(LinkError):
+    """A genuine token used on another recipient's subscription or form."""
+
+    status = 403
+
+
+class RecipientGoneError(LinkError):
+    """A genuine token of a recipient who no longer exists."""
+
+    status = 410
+
+
+class LinkSettings(BaseSettings):
+    """``IMPACTBUS_SECRET_KEY`` and ``IMPACTBUS_LINK_MAX_AGE_DAYS``."""
+
+    model_config = SettingsConfigDict(env_prefix="IMPACTBUS_", env_file=".env", extra="ignore")
+
+    secret_key: SecretStr | None = Field(
+        None, repr=False, description="unset: generated into <data dir>/secret_key"
+    )
+    link_max_age_days: float = Field(60, gt=0, le=3650)
+
+
+def load_secret_key(data_dir: Path) -> str:
+    """The key in ``<data_dir>/secret_key``, generated (mode 0600) on first use.
+
+    Creation is atomic: the key is written to a private temporary file and hard-linked
+    into place, so two processes starting together agree on one key.
+
+    Raises:
+        ImpactbusError: the file exists but is empty or unreadable.
+    """
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race: use its key
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    try:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise ImpactbusError(f"cannot read the secret key {path}: {exc.strerror}") from None
+    if not key:
+        raise ImpactbusError(f"the secret key file {path} is empty: delete it to make a new one")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeClaim:
+    """What an unsubscribe token names: one subscription, or a channel's digest ones."""
+
+    recipient: str
+    subscription: str | None
+    digest_channel: str | None = None
+
+
+class LinkSigner:
+    """Signs and checks the hub's personal tokens with one key."""
+
+    def __init__(self, key: str, max_age_days: float = 60) -> None:
+        self._serializers = {
+            purpose: URLSafeTimedSerializer(key, salt=f"impactbus.{purpose}")
+            for purpose in ("preferences", "unsubscribe", "session")
+        }
+        self.max_age_s = int(max_age_days * DAY_S)
+
+    @classmethod
+    def from_settings(cls, hub: HubSettings, settings: LinkSettings | None = None) -> LinkSigner:
+        """The signer of the hub whose files are in ``hub.data_dir``."""
+        settings = settings or LinkSettings()
+        key = (
+            settings.secret_key.get_secret_value()
+            if settings.secret_key
+            else load_secret_key(hub.data_dir)
+        )
+        return cls(key, settings.link_max_age_days)
+
+    # ----------------------------------------------------------------- signing
+
+    def sign(self, purpose: Purpose, payload: dict[str, str]) -> str:
+        """A URL-safe token carrying ``payload`` for ``purpose``."""
+        return str(self._serializers[purpose].dumps(payload))
+
+    def check(self, purpose: Purpose, token: str, max_age_s: int | None = None) -> dict[str, str]:
+        """The payload of a token signed for ``purpose``.
+
+        Raises:
+            ExpiredLinkError: older than ``max_age_s`` (default: the link maximum age).
+            ForgedLinkError: anything else that is not a genuine token.
+        """
+        age = self.max_age_s if max_age_s is None else max_age_s
+        try:
+            payload = self._serializers[purpose].loads(token, max_age=age)
+        except SignatureExpired:
+            raise ExpiredLinkError(
+                "this link has expired: use the link in a newer message"
+            ) from None
+        except BadSignature:
+            raise ForgedLinkError("this link is not valid: it was changed or cut short") from None
+        if not isinstance(payload, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in payload.items()
+        ):
+            raise ForgedLinkError("this link is not valid")
+        return payload
+
+    # --------------------------------------------------------------- link kinds
+
+    def preferences_token(self, recipient: str) -> str:
+        """The token of ``recipient``'s preference centre."""
+        return self.sign("preferences", {"r": recipient})
+
+    def unsubscribe_token(
+        self, recipient: str, subscription: str | None, *, digest_channel: str | None = None
+    ) -> str:
+        """The token that removes one subscription (or a channel's digest subscriptions)."""
+        payload = {"r": recipient}
+        if subscription:
+            payload["s"] = subscription
+        elif digest_channel:
+            payload["d"] = digest_channel
+        else:
+            raise ValueError("an unsubscribe token needs a subscription or a digest channel")
+        return self.sign("unsubscribe", payload)
+
+    def read_preferences(self, token: str) -> str:
+        """The recipient id a preferences token is bound to.
+
+        Raises:
+            ExpiredLinkError: the link is too old.
+            ForgedLinkError: not a genuine preferences token.
+        """
+        payload = self.check("preferences", token)
+        if set(payload) != {"r"}:
+            raise ForgedLinkError("this link is not a preferences link")
+        return payload["r"]
+
+    def read_unsubscribe(self, token: str) -> UnsubscribeClaim:
+        """What an unsubscribe token is bound to.
+
+        Raises:
+            ExpiredLinkError: the link is too old.
+            ForgedLinkError: not a genuine unsubscribe token.
+        """
+        payload = self.check("unsubscribe", token)
+        if "r" not in payload or len(payload) != 2 or not ({"s", "d"} & set(payload)):
+            raise ForgedLinkError("this link is not an unsubscribe link")
+        return UnsubscribeClaim(payload["r"], payload.get("s"), payload.get("d"))
+
+
+def check_owner(recipient: str, owner: str) -> None:
+    """Refuse a genuine token used on data of another recipient.
+
+    Raises:
+        WrongRecipientError: ``owner`` is not ``recipient``.
+    """
+    if recipient != owner:
+        raise WrongRecipientError("this link belongs to someone else: nothing was changed")
+
+
+class SignedLinks:
+    """The :class:`~notifiers.base.LinkMaker` of a hub with a web face at ``base_url``."""
+
+    def __init__(self, signer: LinkSigner, base_url: str) -> None:
+        self.signer = signer
+        self.base_url = base_url.rstrip("/")
+
+    def __call__(self, delivery: Delivery) -> Links:
+        """The personal links of one delivery."""
+        recipient = delivery.recipient
+        if delivery.subscription:
+            unsubscribe = self.signer.unsubscribe_token(recipient, delivery.subscription)
+        elif delivery.digest_period:
+            unsubscribe = self.signer.unsubscribe_token(
+                recipient, None, digest_channel=delivery.target.channel
+            )
+        else:
+            unsubscribe = None
+        return Links(
+            preferences=f"{self.base_url}/preferences/{self.signer.preferences_token(recipient)}",
+            unsubscribe=f"{self.base_url}/unsubscribe/{unsubscribe}" if unsubscribe else None,
+            event=f"{self.base_url}/initiatives/{delivery.event.initiative}",
+        )
+
+
+def link_maker(hub: HubSettings) -> LinkMaker:
+    """The link maker the hub gives its notifiers (see :func:`services.hub._links`)."""
+    return SignedLinks(LinkSigner.from_settings(hub), hub.base_url)

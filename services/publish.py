@@ -1,0 +1,95 @@
+"""Putting events on the bus: the one code path of the CLI, the HTTP API and the web form.
+
+Each event is published to its subject with ``Nats-Msg-Id`` = hash(source, id), so a retry
+(ours, after a timeout during a leader election, or a client's) is stored once. Batches are
+pipelined: all publishes go out, then all acks are awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+
+from schemas.errors import BusUnavailableError
+from schemas.events import Event
+from services.bus import EVENTS, Bus
+
+RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """Where an event was stored."""
+
+    id: str
+    subject: str
+    sequence: int
+    duplicate: bool
+
+
+async def publish_event(bus: Bus, event: Event) -> Published:
+    """Publish one event and wait for JetStream's acknowledgement.
+
+    Raises:
+        BusUnavailableError: JetStream did not acknowledge after retries.
+    """
+    return (await publish_events(bus, [event]))[0]
+
+
+async def publish_events(bus: Bus, events: list[Event]) -> list[Published]:
+    """Publish events pipelined; retry the unacknowledged ones with the same ids.
+
+    Raises:
+        BusUnavailableError: some event was not acknowledged after retries.
+    """
+    results: dict[int, Published] = {}
+    todo = list(range(len(events)))
+    error: BaseException | None = None
+    for attempt in range(RETRIES):
+        futures = []
+        for i in todo:
+            e = events[i]
+            try:
+                fut = await bus.js.publish_async(
+                    e.nats_subject,
+                    e.model_dump_json().encode(),
+                    headers={"Nats-Msg-Id": e.key, "Nats-Expected-Stream": EVENTS},
+                )
+            except nats.errors.Error as exc:
+                error = exc
+                break
+            futures.append((i, fut))
+        # One wait for all acks: a wait_for task per future costs more than the publish.
+        if futures:
+            await asyncio.wait([f for _, f in futures], timeout=bus.settings.publish_timeout_s)
+        acks = [_outcome(f) for _, f in futures]
+        failed = []
+        for (i, _), ack in zip(futures, acks, strict=True):
+            if isinstance(ack, BaseException):
+                error = ack
+                failed.append(i)
+            else:
+                results[i] = Published(
+                    events[i].id, events[i].nats_subject, ack.seq, bool(ack.duplicate)
+                )
+        todo = failed + [i for i in todo if i not in results and i not in failed]
+        if not todo:
+            break
+        await asyncio.sleep(0.2 * (attempt + 1))  # back off before retrying with the same ids
+    if todo:
+        raise BusUnavailableError(
+            f"JetStream did not acknowledge {len(todo)} event(s): {error or 'timeout'}"
+        )
+    return [results[i] for i in range(len(events))]
+
+
+def _outcome(fut: asyncio.Future[Any]) -> Any:
+    if not fut.done():
+        fut.cancel()
+        return TimeoutError("no acknowledgement in time")
+    exc = fut.exception()
+    return exc if exc is not None else fut.result()

@@ -1,0 +1,141 @@
+"""What the web pages share, handed to them as a FastAPI dependency.
+
+The pages run inside the API app (``services.api.app`` includes :data:`services.web.router`)
+and reuse its :class:`~services.api.state.ApiState`: the same bus, directory and token
+authenticator, opened in the API's lifespan. On top, :class:`WebState` holds the link
+signer and the web settings; it is built on the first request and kept on
+``app.state.web``.
+
+The signer needs the hub's data dir (for a generated key). The app's ``state.hub`` is used
+when the API sets it; otherwise :class:`~services.config.HubSettings` is read from the
+environment, which is what ``impactbus up`` uses too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Annotated, Final
+
+import nats.errors
+from fastapi import Depends, Request
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.events import Event, parse_event
+from schemas.subjects import EVENT_KINDS, event_subject
+from services.api.state import api_state
+from services.auth import Authenticator
+from services.bus import EVENTS, Bus
+from services.config import HubSettings
+from services.directory import Directory
+from services.links import LinkSigner
+from services.web.words import initiative_name, topic_label
+
+LABEL_TTL_S: Final = 60.0
+
+
+class WebSettings(BaseSettings):
+    """``IMPACTBUS_WEB_*``, and the initiatives' display names (``IMPACTBUS_INITIATIVES``)."""
+
+    model_config = SettingsConfigDict(env_prefix="IMPACTBUS_WEB_", env_file=".env", extra="ignore")
+
+    public: bool = Field(
+        True, description="initiative pages and Atom feeds readable without signing in"
+    )
+    session_hours: float = Field(8, gt=0, le=24 * 30, description="sign-in lasts this long")
+    initiatives: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias="IMPACTBUS_INITIATIVES",
+        description='JSON: {"somerville": "Shape Up Somerville"}',
+    )
+
+
+@dataclass
+class WebState:
+    """The web pages' connections and helpers."""
+
+    bus: Bus
+    directory: Directory
+    auth: Authenticator
+    signer: LinkSigner
+    hub: HubSettings
+    settings: WebSettings
+    _labels: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+
+    def name(self, initiative: str) -> str:
+        """An initiative's display name."""
+        return initiative_name(initiative, self.settings.initiatives)
+
+    async def latest(self, subject: str) -> Event | None:
+        """The newest event stored on ``subject`` (a concrete event subject), if any."""
+        try:
+            msg = await self.bus.js.get_last_msg(EVENTS, subject)
+        except (nats.errors.Error, TimeoutError):  # no such subject, or NATS is away
+            return None
+        try:
+            return parse_event(msg.data or b"")
+        except ValueError:
+            return None
+
+    async def topic_labels(self, patterns: list[str]) -> dict[str, str]:
+        """Labels of the patterns that name one topic of one initiative, from their last event.
+
+        ``impact.somerville.metric.bmi`` -> "Children's BMI". Cached for a minute.
+        """
+        now = asyncio.get_running_loop().time()
+        wanted = [p for p in patterns if _single_topic(p)]
+        for pattern in wanted:
+            cached = self._labels.get(pattern)
+            if cached is None or now - cached[0] > LABEL_TTL_S:
+                self._labels[pattern] = (now, await self._label(pattern))
+        return {p: label for p in wanted if (label := self._labels[p][1])}
+
+    async def _label(self, pattern: str) -> str | None:
+        _, initiative, kind, topic = pattern.split(".")
+        kinds = EVENT_KINDS if kind == "*" else (kind,)
+        for k in kinds:
+            event = await self.latest(event_subject(initiative, k, topic))
+            if event is not None:
+                return topic_label(event)
+        return None
+
+    async def initiatives(self) -> list[str]:
+        """Initiatives that have events in the stream (plus the configured ones), by id."""
+        found = set(self.settings.initiatives)
+        try:
+            info = await self.bus.js.stream_info(EVENTS, subjects_filter="impact.>")
+        except (nats.errors.Error, TimeoutError):
+            return sorted(found)
+        for subject in (info.state.subjects or {}) if info.state else {}:
+            parts = subject.split(".")
+            if len(parts) == 4:
+                found.add(parts[1])
+        return sorted(found)
+
+
+def _single_topic(pattern: str) -> bool:
+    parts = pattern.split(".")
+    return len(parts) == 4 and parts[1] not in ("*", ">") and parts[3] not in ("*", ">")
+
+
+def web_state(request: Request) -> WebState:
+    """The :class:`WebState` of the app serving ``request`` (built on first use)."""
+    state: WebState | None = getattr(request.app.state, "web", None)
+    if state is None:
+        api = api_state(request)
+        hub = getattr(request.app.state, "hub", None)
+        hub = hub if isinstance(hub, HubSettings) else HubSettings()
+        state = WebState(
+            bus=api.bus,
+            directory=api.directory,
+            auth=api.auth,
+            signer=LinkSigner.from_settings(hub),
+            hub=hub,
+            settings=WebSettings(),
+        )
+        request.app.state.web = state
+    return state
+
+
+Web = Annotated[WebState, Depends(web_state)]

@@ -1,0 +1,109 @@
+"""JSON Schema per kind, the AsyncAPI document, and the admin CLI commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from schemas.events import new_event
+from services.bus import EmbeddedNats
+from services.cli_admin import schema, tokens_app
+from services.schema_export import asyncapi_document, json_schemas, kind_event_model
+
+
+def cli() -> typer.Typer:
+    """The admin commands on an app of their own (services.cli registers the same)."""
+    app = typer.Typer()
+    app.add_typer(tokens_app, name="tokens")
+    app.command()(schema)
+    return app
+
+
+def test_one_json_schema_per_kind() -> None:
+    docs = json_schemas()
+    assert set(docs) == {
+        "event.schema.json",
+        *(f"event.{k}.schema.json" for k in ("metric", "milestone", "meeting", "update")),
+    }
+    metric = docs["event.metric.schema.json"]
+    assert metric["$id"].endswith("event.metric.schema.json")
+    assert metric["properties"]["type"]["const"] == "org.impactbus.metric"
+    assert metric["properties"]["data"] == {"$ref": "#/$defs/MetricUpdate"}
+    assert metric["additionalProperties"] is False
+
+
+def test_kind_models_accept_their_events_only() -> None:
+    event = new_event("milestone", "somerville", "market", {"title": "Open", "status": "reached"})
+    payload = event.model_dump(mode="json")
+    assert kind_event_model("milestone").model_validate(payload)
+    with pytest.raises(ValueError, match="type"):
+        kind_event_model("metric").model_validate(payload)
+
+
+def test_asyncapi_declares_the_subjects_with_their_payloads() -> None:
+    doc = asyncapi_document()
+    assert doc["asyncapi"].startswith("3.")
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert "impact.{initiative}.metric.{topic}" in addresses
+    assert "deliver.{channel}.{initiative}" in addresses
+    messages = doc["components"]["messages"]
+    payloads = {m["payload"]["$ref"].rsplit("/", 1)[1] for m in messages.values()}
+    assert {
+        "MetricUpdateEvent",
+        "MilestoneEvent",
+        "MeetingNotesEvent",
+        "UpdateEvent",
+        "Delivery",
+    } <= payloads
+
+
+def test_schema_command(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = runner.invoke(cli(), ["schema", "--asyncapi"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["asyncapi"].startswith("3.")
+    out = runner.invoke(cli(), ["schema", "--json"])
+    assert "event.update.schema.json" in json.loads(out.stdout)
+    out = runner.invoke(cli(), ["schema", "--out", str(tmp_path)])
+    assert out.exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["asyncapi.json", *json_schemas()])
+    assert runner.invoke(cli(), ["schema"]).exit_code == 2
+
+
+def test_tokens_commands(nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMPACTBUS_NATS_URL", nats_server.url)
+    runner = CliRunner()
+    created = runner.invoke(
+        cli(),
+        [
+            "tokens",
+            "create",
+            "--role",
+            "partner",
+            "--initiative",
+            "somerville",
+            "--recipient",
+            "maria",
+            "--label",
+            "portal",
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip()
+    assert token.startswith("ib_")
+    token_id = token.split("_")[1]
+    listed = runner.invoke(cli(), ["tokens", "list", "--json"])
+    [row] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["id"], row["role"], row["revoked"]) == (token_id, "partner", False)
+    assert "hash" not in row
+    assert token.split("_", 2)[2] not in listed.stdout
+    assert runner.invoke(cli(), ["tokens", "revoke", token_id]).exit_code == 0
+    assert "revoked" in runner.invoke(cli(), ["tokens", "list"]).stdout
+    bad = runner.invoke(cli(), ["tokens", "create", "--role", "backbone"])
+    assert bad.exit_code == 2
+    assert "initiative" in bad.output
+    assert runner.invoke(cli(), ["tokens", "revoke", "0123456789abcdef"]).exit_code == 2
