@@ -46,7 +46,7 @@ from schemas.subjects import EVENTS_ROOT, EventKind, validate_pattern
 from schemas.text import Line, Token
 from services.bus import KV_TOKENS, Bus
 from services.ratelimit import RateLimiter
-from services.watch import KvMirror
+from services.watch import KvMirror, snapshot
 
 Role = Literal["admin", "backbone", "system", "partner"]
 ROLES: Final[tuple[Role, ...]] = ("admin", "backbone", "system", "partner")
@@ -236,16 +236,8 @@ async def create_token(
 
 async def list_tokens(bus: Bus) -> list[TokenRecord]:
     """Every token record (revoked ones included), oldest first."""
-    kv = await bus.kv(KV_TOKENS)
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return []
-    records = []
-    for key in keys:
-        entry = await kv.get(key)
-        if entry.value:
-            records.append(TokenRecord.model_validate_json(entry.value))
+    values = await snapshot(await bus.kv(KV_TOKENS))
+    records = [TokenRecord.model_validate_json(v) for v in values.values()]
     return sorted(records, key=lambda r: r.created_at)
 
 

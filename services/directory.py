@@ -7,7 +7,6 @@ derived, deleting a recipient deletes their subscriptions) holds everywhere.
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -21,6 +20,7 @@ from schemas.events import describe
 from schemas.subjects import validate_token
 from schemas.targets import Channel
 from services.bus import KV_RECIPIENTS, KV_SUBSCRIPTIONS, Bus
+from services.watch import snapshot
 
 
 class Directory:
@@ -154,21 +154,6 @@ class Directory:
 
 
 async def _values(kv: KeyValue) -> list[bytes]:
-    """Every current value of ``kv``, by key.
-
-    One ordered consumer over the bucket (the last value of each key), not a key listing
-    followed by a get per key: fewer round trips, and a failed read raises instead of
-    leaving a key out.
-    """
-    watcher = await kv.watchall(ignore_deletes=True)
-    found: dict[str, bytes] = {}
-    try:
-        async for entry in watcher:
-            if entry is None:  # the initial values are all in
-                break
-            if entry.value:
-                found[entry.key] = entry.value
-    finally:
-        with contextlib.suppress(Exception):
-            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py is untyped here
+    """Every current value of ``kv``, by key."""
+    found = await snapshot(kv)
     return [found[k] for k in sorted(found)]

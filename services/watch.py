@@ -78,7 +78,12 @@ class KvMirror(Generic[T]):
             inactive_threshold=300,
         )
         info = await self._sub.consumer_info()
-        if info.num_pending == 0 and self._sub.delivered == 0:
+        if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
+            # nothing to load. When the server has already pushed every value
+            # (``num_pending`` 0, ``delivered`` > 0) the values may still be on the wire
+            # behind this reply: the callback sets ``ready`` when it applies the last one
+            # (its ``num_pending`` is 0). nats-py's own watcher checks the client's
+            # received count here instead and can end the initial load too early.
             self.ready.set()
         await self.ready.wait()
 
@@ -111,6 +116,20 @@ class KvMirror(Generic[T]):
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+async def snapshot(kv: KeyValue) -> dict[str, bytes]:
+    """Every current key and value of ``kv``, read once (deleted keys left out).
+
+    One ordered consumer over the bucket (last value per key), not a key listing followed
+    by a get per key: fewer round trips, and a key is never left out.
+    """
+    mirror: KvMirror[bytes] = KvMirror(kv, bytes)
+    try:
+        await mirror.start()
+    finally:
+        await mirror.stop()
+    return dict(mirror._items)
 
 
 def _marker_op(headers: dict[str, str] | None) -> str | None:
