@@ -324,10 +324,14 @@ def _document(rk: _RenderKey) -> _Document:
 
 
 def _with_footer(doc: _Document, delivery: Delivery, links: Links) -> tuple[str, str]:
-    footer = {"links": links, "initiative": delivery.event.initiative}
-    html = doc.html[0] + render("email/_footer.html.j2", **footer) + doc.html[1]
-    text = doc.text[0] + render("email/_footer.txt.j2", **footer) + doc.text[1]
-    return text, html
+    text_footer, html_footer = _footer(links, delivery.event.initiative)
+    return doc.text[0] + text_footer + doc.text[1], doc.html[0] + html_footer + doc.html[1]
+
+
+@lru_cache(maxsize=8192)  # one per (recipient's links, initiative): reused across messages
+def _footer(links: Links, initiative: str) -> tuple[str, str]:
+    footer = {"links": links, "initiative": initiative}
+    return render("email/_footer.txt.j2", **footer), render("email/_footer.html.j2", **footer)
 
 
 def render_bodies(delivery: Delivery, links: Links) -> tuple[str, str]:

@@ -59,6 +59,7 @@ from schemas.delivery import Delivery, DeliveryResult
 from schemas.events import describe
 from schemas.subjects import TOKEN_RE, dead_subject, delivery_subject, log_subject
 from services.bus import DELIVERIES, KV_RECIPIENTS, KV_SENT, Bus
+from services.markers import KeyPresence
 from services.notices import disable_target, owner_notice, owner_of
 from services.router import dead_letter
 from services.threads import Threads
@@ -127,6 +128,7 @@ class DeliveryWorker:
         self.channel = notifier.channel
         self.retry = retry
         self.sent_kv = sent
+        self.presence = KeyPresence(bus.nc, sent._name)
         self.recipients_kv = recipients
         self.threads = threads
         self.heartbeat_s = max(0.1, (ack_wait_s or bus.settings.ack_wait_s) / 3)
@@ -225,14 +227,7 @@ class DeliveryWorker:
 
     async def _send_and_mark(self, msg: Msg, delivery: Delivery) -> DeliveryResult:
         """Send, then store the ``sent`` marker; in-progress acks while that takes long."""
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(self.heartbeat_s)
-                with contextlib.suppress(Exception):
-                    await msg.in_progress()
-
-        heartbeat = asyncio.create_task(beat())
+        heartbeat = _Heartbeat(msg, self.heartbeat_s)
         try:
             async with self._sending or contextlib.nullcontext():
                 result = await self.notifier.send(delivery)
@@ -254,16 +249,18 @@ class DeliveryWorker:
         """Whether the job's ``sent`` marker exists; ``None`` if that cannot be told now.
 
         Right after a server restart the bucket may not answer for a moment: guessing
-        "not sent" then would duplicate every job redelivered meanwhile.
+        "not sent" then would duplicate every job redelivered meanwhile. The lookups of
+        one fetched batch go to the server as one request (:mod:`services.markers`).
         """
         try:
-            await self.sent_kv.get(job_id)
-        except nats.js.errors.KeyNotFoundError:
-            return False
+            return await self.presence.present(job_id)
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("%s: cannot check the sent marker of %s: %s", self.channel, job_id, exc)
             return None
-        return True
+
+    async def close(self) -> None:
+        """Release what the worker holds on the connection."""
+        await self.presence.close()
 
     async def _mark_sent(self, job_id: str, provider_id: str | None) -> None:
         # Awaited before the ack: a crash after this point cannot cause a duplicate. A
@@ -271,11 +268,13 @@ class DeliveryWorker:
         # the send that already happened: retried for a few seconds (a server restart),
         # then given up.
         deadline = time.monotonic() + MARKER_BUDGET_S
+        subject = f"$KV.{self.sent_kv._name}.{job_id}"
         while True:
             left = deadline - time.monotonic()
             try:
-                await asyncio.wait_for(
-                    self.sent_kv.put(job_id, (provider_id or "").encode()), max(left, 0.1)
+                # the KV put, without KeyValue.put's key check and wait_for wrapper
+                await self.bus.js.publish(
+                    subject, (provider_id or "").encode(), timeout=max(left, 0.1)
                 )
             except (TimeoutError, nats.errors.Error) as exc:
                 if left <= 0.3:
@@ -373,6 +372,32 @@ class DeliveryWorker:
         }
         with contextlib.suppress(Exception):
             await self.bus.nc.publish(log_subject(delivery.event.id), json.dumps(record).encode())
+
+
+class _Heartbeat:
+    """Tells JetStream every ``every_s`` that ``msg`` is still being worked on.
+
+    A timer re-armed on the event loop rather than a task per job: a delivery worker
+    starts thousands of sends a second and most end long before the first beat.
+    """
+
+    __slots__ = ("_every_s", "_handle", "_msg", "_pending")
+
+    def __init__(self, msg: Msg, every_s: float) -> None:
+        self._msg, self._every_s = msg, every_s
+        self._pending: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(every_s, self._beat)
+
+    def _beat(self) -> None:
+        self._pending = asyncio.ensure_future(self._send())
+        self._handle = asyncio.get_running_loop().call_later(self._every_s, self._beat)
+
+    async def _send(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._msg.in_progress()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 def _token(reason: str) -> str:

@@ -78,16 +78,19 @@ def channel_service(channel: str) -> Callable[[Runtime], Awaitable[None]]:
             worker = await DeliveryWorker.open(rt.bus, notifier, retry)
             rt.counters[channel] = worker.counts
             stats = rt.stats.setdefault(channel, ConsumerStats(channel))
-            await run_each(
-                rt.bus,
-                DELIVERIES,
-                channel,
-                worker.handle,
-                stop=rt.stop,
-                max_in_flight=128,
-                stats=stats,
-                grace=rt.hub.shutdown_grace_s,
-            )
+            try:
+                await run_each(
+                    rt.bus,
+                    DELIVERIES,
+                    channel,
+                    worker.handle,
+                    stop=rt.stop,
+                    max_in_flight=128,
+                    stats=stats,
+                    grace=rt.hub.shutdown_grace_s,
+                )
+            finally:
+                await worker.close()
 
     run.__name__ = f"run_{channel}"
     return run

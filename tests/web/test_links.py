@@ -16,6 +16,7 @@ from services.links import (
     ExpiredLinkError,
     ForgedLinkError,
     LinkSigner,
+    SignedLinks,
     UnsubscribeClaim,
     WrongRecipientError,
     check_owner,
@@ -120,3 +121,21 @@ def test_link_maker_builds_signed_absolute_links(
     assert signer.read_unsubscribe(digest.unsubscribe.rsplit("/", 1)[1]).digest_channel == "email"
     assert link_maker(hub)(delivery(None)).unsubscribe is None
     assert datetime.now(UTC)  # tokens carry their own timestamp
+
+
+def test_links_are_signed_once_per_subscription_and_signed_anew_after_the_refresh() -> None:
+    signer = LinkSigner("k" * 40)
+    links = SignedLinks(signer, "https://hub.example.org")
+
+    first, again = links(delivery("maria-abc")), links(delivery("maria-abc"))
+    other = links(delivery("maria-def"))
+
+    assert again is first  # reused, not signed again
+    assert other.unsubscribe != first.unsubscribe
+    assert first.unsubscribe is not None
+    assert other.unsubscribe is not None
+    assert signer.read_unsubscribe(other.unsubscribe.rsplit("/", 1)[1]).subscription == "maria-def"
+    assert signer.read_unsubscribe(first.unsubscribe.rsplit("/", 1)[1]).subscription == "maria-abc"
+
+    fresh = SignedLinks(signer, "https://hub.example.org", refresh_s=0)
+    assert fresh(delivery()) is not fresh(delivery())

@@ -1,0 +1,141 @@
+"""Which keys of a KV bucket exist, asked for many keys in one round trip.
+
+Every delivery job is checked against its ``sent`` marker before it is sent. One KV
+``get`` per job is a request-reply each, and it cost a delivery worker about as much CPU
+as composing the message. The jobs of one fetch are handled in the same turn of the event
+loop, so :class:`KeyPresence` gathers the lookups made in one turn and asks the server
+once: a batched direct get with ``multi_last`` (nats-server 2.11+, a bucket with
+``allow_direct``) returns the last message of each named key that has one, then an end
+of batch. A key whose last message is a delete, a purge or a TTL expiry marker counts
+as absent, as ``KeyValue.get`` would have it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from typing import Final
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
+
+MAX_BATCH: Final = 256
+"""Keys asked for in one request (the request stays a few KiB)."""
+
+
+class _Ask:
+    __slots__ = ("done", "found", "keys")
+
+    def __init__(self, keys: list[str], done: asyncio.Future[set[str]]) -> None:
+        self.keys = keys
+        self.found: set[str] = set()
+        self.done = done
+
+
+class KeyPresence:
+    """Batched "does this key exist?" over one KV bucket.
+
+    Args:
+        nc: the connection.
+        bucket: the KV bucket (its stream must allow direct gets).
+        timeout_s: how long one batch may take before its lookups fail.
+    """
+
+    def __init__(self, nc: Client, bucket: str, *, timeout_s: float = 2.0) -> None:
+        self._nc = nc
+        self._api = f"$JS.API.DIRECT.GET.KV_{bucket}"
+        self._prefix = f"$KV.{bucket}."
+        self._timeout_s = timeout_s
+        self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
+        self._flush_scheduled = False
+        self._asks: dict[str, _Ask] = {}
+        self._ids = itertools.count()
+        self._inbox = ""
+        self._sub: Subscription | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def present(self, key: str) -> bool:
+        """Whether ``key`` has a current value.
+
+        Raises:
+            TimeoutError: the server did not answer in time.
+            nats.errors.Error: the request could not be sent.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        waiting, self._waiting = self._waiting, {}
+        keys = list(waiting)
+        for start in range(0, len(keys), MAX_BATCH):
+            chunk = keys[start : start + MAX_BATCH]
+            task = asyncio.create_task(self._settle(chunk, {k: waiting[k] for k in chunk}))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _settle(
+        self, keys: list[str], waiting: dict[str, list[asyncio.Future[bool]]]
+    ) -> None:
+        try:
+            found = await self._query(keys)
+        except (TimeoutError, nats.errors.Error) as exc:
+            for futures in waiting.values():
+                for f in futures:
+                    if not f.done():
+                        f.set_exception(exc)
+            return
+        for key, futures in waiting.items():
+            for f in futures:
+                if not f.done():
+                    f.set_result(key in found)
+
+    async def _query(self, keys: list[str]) -> set[str]:
+        if self._sub is None:
+            self._inbox = self._nc.new_inbox()
+            self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
+        token = str(next(self._ids))
+        ask = _Ask(keys, asyncio.get_running_loop().create_future())
+        self._asks[token] = ask
+        request = {"multi_last": [self._prefix + k for k in keys], "batch": len(keys)}
+        try:
+            await self._nc.publish(
+                self._api, json.dumps(request).encode(), reply=f"{self._inbox}.{token}"
+            )
+            return await asyncio.wait_for(ask.done, self._timeout_s)
+        finally:
+            self._asks.pop(token, None)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        ask = self._asks.get(msg.subject.rpartition(".")[2])
+        if ask is None or ask.done.done():
+            return  # an answer that came after its request timed out
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status is not None:
+            if status in ("204", "404"):  # end of batch / none of the keys has a value
+                ask.done.set_result(ask.found)
+            else:
+                ask.done.set_exception(nats.errors.Error(f"direct get answered {status}"))
+            return
+        if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or "Nats-Marker-Reason" in headers:
+            return
+        subject = headers.get("Nats-Subject", "")
+        if subject.startswith(self._prefix):
+            ask.found.add(subject[len(self._prefix) :])
+
+    async def close(self) -> None:
+        """Stop listening for answers."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

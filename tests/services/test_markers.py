@@ -1,0 +1,70 @@
+"""Batched key-presence lookups against a real nats-server's KV bucket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import nats.errors
+import pytest
+
+from services.bus import KV_SENT, Bus, EmbeddedNats, NatsSettings
+from services.markers import MAX_BATCH, KeyPresence
+
+
+async def test_present_absent_and_deleted_keys_answer_like_a_get(bus: Bus) -> None:
+    kv = await bus.kv(KV_SENT)
+    await kv.put("sent-one", b"<id@x>")
+    await kv.put("sent-empty", b"")
+    await kv.put("gone", b"x")
+    await kv.delete("gone")
+    presence = KeyPresence(bus.nc, KV_SENT)
+
+    got = await asyncio.gather(
+        *(presence.present(k) for k in ("sent-one", "sent-empty", "gone", "never"))
+    )
+
+    assert got == [True, True, False, False]
+    await presence.close()
+
+
+async def test_lookups_made_together_become_one_request_per_batch(bus: Bus) -> None:
+    kv = await bus.kv(KV_SENT)
+    sent = {f"job{i}" for i in range(0, 3 * MAX_BATCH, 7)}
+    for key in sent:
+        await kv.put(key, b"")
+    presence = KeyPresence(bus.nc, KV_SENT)
+    keys = [f"job{i}" for i in range(3 * MAX_BATCH)]
+    before = bus.nc.stats["out_msgs"]
+
+    got = await asyncio.gather(*(presence.present(k) for k in keys))
+
+    assert {k for k, present in zip(keys, got, strict=True) if present} == sent
+    assert bus.nc.stats["out_msgs"] - before <= 3 + 1  # 3 batches (+ the reply subscription)
+    await presence.close()
+
+
+async def test_the_same_key_asked_twice_at_once_gets_one_answer_each(bus: Bus) -> None:
+    await (await bus.kv(KV_SENT)).put("twice", b"")
+    presence = KeyPresence(bus.nc, KV_SENT)
+
+    assert await asyncio.gather(presence.present("twice"), presence.present("twice")) == [
+        True,
+        True,
+    ]
+    await presence.close()
+
+
+async def test_a_bucket_that_cannot_answer_fails_the_lookup_instead_of_guessing(
+    nats_factory: Callable[[], EmbeddedNats],
+) -> None:
+    server = nats_factory()
+    bus = await Bus.connect(server.url, NatsSettings(url=server.url))
+    try:
+        # no topology: the bucket's stream does not exist, the server answers "no responders"
+        presence = KeyPresence(bus.nc, "nosuchbucket", timeout_s=0.5)
+        with pytest.raises(nats.errors.Error, match="503"):
+            await presence.present("job")
+        await presence.close()
+    finally:
+        await bus.close()
