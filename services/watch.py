@@ -46,8 +46,7 @@ class KvMirror(Generic[T]):
         self._on_change = on_change
         self._items: dict[str, T] = {}
         self._sub: JetStreamContext.PushSubscription | None = None
-        self._js: JetStreamContext = kv._js
-        self._prefix = f"$KV.{kv._name}."
+        self._prefix = ""
         self.ready = asyncio.Event()
 
     def get(self, key: str) -> T | None:
@@ -69,7 +68,9 @@ class KvMirror(Generic[T]):
         an ``Entry`` object per key, which costs more than the parse when 100,000 keys load.
         """
         bucket = self._kv._name
-        self._sub = await self._js.subscribe(
+        self._prefix = f"$KV.{bucket}."
+        js: JetStreamContext = self._kv._js
+        self._sub = await js.subscribe(
             f"$KV.{bucket}.>",
             stream=f"KV_{bucket}",
             ordered_consumer=True,
