@@ -4,6 +4,10 @@ Measured in one run, on one nats-server started here:
 
 * raw: JetStream end to end with nats-py (publish pipelined -> durable pull(100) -> ack),
   the baseline the hub is compared with;
+* same NATS work: what one delivery costs NATS in the hub, done by a bare nats-py loop
+  with no rendering, validation or logic (job publish, fetch, one batched marker lookup
+  per fetch, outbox record publish, marker put, ack, log record): the ceiling for any
+  hub that keeps the delivery guarantees of issue #4;
 * hub: N events, each fanned out to 10 email recipients, through the real router and
   email delivery worker (dev outbox as the sink: each delivery is rendered as the email it
   would be and stored in the OUTBOX stream) — once with router and worker in one process
@@ -29,6 +33,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,6 +45,7 @@ from services.directory import Directory
 
 FANOUT = 10
 PAYLOAD = b'{"x": "' + b"y" * 280 + b'"}'
+JOB_BYTES = b'{"x": "' + b"y" * 1200 + b'"}'  # a delivery job: the event JSON and its target
 
 
 async def raw_baseline(bus: Bus, n: int) -> float:
@@ -72,6 +78,61 @@ async def raw_baseline(bus: Bus, n: int) -> float:
     elapsed = time.perf_counter() - start
     await task
     await bus.js.delete_stream("RAW")
+    return n / elapsed
+
+
+async def same_nats_work(bus: Bus, n: int, outbox_bytes: int) -> float:
+    """Deliveries/s of a bare loop doing the hub's NATS operations per delivery."""
+    from services.acks import publisher
+    from services.markers import KeyPresence
+
+    await bus.js.add_stream(
+        name="RAWJOBS",
+        subjects=["rawjobs.>"],
+        retention=api.RetentionPolicy.WORK_QUEUE,
+        storage=api.StorageType.FILE,
+    )
+    await bus.js.add_stream(name="RAWOUT", subjects=["rawout.>"], storage=api.StorageType.FILE)
+    await bus.js.create_key_value(bucket="rawsent", direct=True)
+    await bus.js.add_consumer(
+        "RAWJOBS", api.ConsumerConfig(durable_name="w", ack_policy=api.AckPolicy.EXPLICIT)
+    )
+    sub = await bus.js.pull_subscribe_bind(durable="w", stream="RAWJOBS")
+    presence = KeyPresence(bus.nc, "rawsent")
+    publish = publisher(bus.nc, 10)  # the hub's fastest acknowledged publish
+    job = JOB_BYTES
+    record = b"x" * outbox_bytes
+    done = 0
+
+    async def deliver(m: Any, i: int) -> None:
+        key = f"j{i}"
+        if await presence.present(key):
+            return
+        await publish("rawout.email", record, {"Nats-Msg-Id": key})
+        await publish(f"$KV.rawsent.{key}", b"<id>", {})
+        await m.ack()
+        await bus.nc.publish("rawlog.x", b'{"status":"sent"}')
+
+    async def consume() -> None:
+        nonlocal done
+        while done < n:
+            try:
+                msgs = await sub.fetch(128, timeout=1)
+            except TimeoutError:
+                continue
+            await asyncio.gather(*(deliver(m, done + k) for k, m in enumerate(msgs)))
+            done += len(msgs)
+
+    start = time.perf_counter()
+    task = asyncio.create_task(consume())
+    futures = [await bus.js.publish_async(f"rawjobs.{i % 10}", job) for i in range(n)]
+    await asyncio.gather(*futures)
+    await task
+    elapsed = time.perf_counter() - start
+    await presence.close()
+    await bus.js.delete_stream("RAWJOBS")
+    await bus.js.delete_stream("RAWOUT")
+    await bus.js.delete_key_value("rawsent")
     return n / elapsed
 
 
@@ -221,6 +282,8 @@ async def main(quick: bool) -> None:
             one = await run_hub(bus, server.url, n_events, "one", [["router", "email"]])
             two = await run_hub(bus, server.url, n_events, "two", [["router"], ["email"]])
             p50, p99, count = await latency(bus, server.url, 3 if quick else 5)
+            last = await bus.js.get_msg(OUTBOX, await outbox_seq(bus))
+            same = await same_nats_work(bus, n_events * FANOUT, len(last.data or b""))
             await bus.close()
         finally:
             server.stop()
@@ -248,6 +311,22 @@ async def main(quick: bool) -> None:
             f"{two / raw:.2f}",
             "≥ 0.5",
             _ok(two / raw >= 0.5),
+        ),
+        (
+            "same NATS work per delivery, bare nats-py loop (the ceiling)",
+            f"{same:,.0f} deliveries/s",
+            f"{raw:,.0f}",
+            f"{same / raw:.2f}",
+            "-",
+            "-",
+        ),
+        (
+            "hub, best layout, against that ceiling",
+            f"{max(one, two):,.0f} deliveries/s",
+            f"{same:,.0f}",
+            f"{max(one, two) / same:.2f}",
+            "-",
+            "-",
         ),
         (
             f"latency event->sent at 1,000 deliveries/s, p50 ({count})",

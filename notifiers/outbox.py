@@ -11,6 +11,7 @@ so a retried job is recorded once. The web UI and the tests read it back with
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import ClassVar, Final
 
@@ -30,6 +31,8 @@ OUTBOX_STREAM: Final = "OUTBOX"
 OUTBOX_CHANNELS: Final = ("email", "slack")
 
 OutboxEntry = dict[str, JsonValue]
+Publish = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
+"""Store one message in JetStream and wait for its acknowledgement (raises on failure)."""
 
 
 class OutboxNotifier(NotifierBase):
@@ -62,6 +65,11 @@ class OutboxNotifier(NotifierBase):
         self.channel = channel  # type: ignore[misc]  # see the class attribute
         self._links = links
         self._sender = sender
+        self.publish: Publish = self._js_publish
+        """How a record is stored; the hub sets its pipelined publisher (services.acks)."""
+
+    async def _js_publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        await self._js.publish(subject, payload, headers=headers)
 
     def entry(self, delivery: Delivery, sent_at: datetime) -> OutboxEntry:
         """The JSON record of ``delivery``: exactly what would have been sent."""
@@ -104,10 +112,10 @@ class OutboxNotifier(NotifierBase):
         sent_at = datetime.now(UTC)
         record = self.entry(delivery, sent_at)
         try:
-            await self._js.publish(
+            await self.publish(
                 outbox_subject(self.channel),
                 json.dumps(record).encode(),
-                headers={"Nats-Msg-Id": delivery.job_id},
+                {"Nats-Msg-Id": delivery.job_id},
             )
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise TransientDeliveryError(f"outbox: {exc or type(exc).__name__}") from exc

@@ -70,9 +70,13 @@ def channel_service(channel: str) -> Callable[[Runtime], Awaitable[None]]:
     """The delivery-worker service of one channel."""
 
     async def run(rt: Runtime) -> None:
+        from notifiers.outbox import OutboxNotifier
         from notifiers.registry import build_notifier
+        from services.acks import publisher
 
         notifier = build_notifier(channel, rt.bus.js, links=rt.links)
+        if isinstance(notifier, OutboxNotifier):
+            notifier.publish = publisher(rt.bus.nc, rt.bus.settings.publish_timeout_s)
         retry = RetrySettings().for_channel(channel)
         async with notifier:
             worker = await DeliveryWorker.open(rt.bus, notifier, retry)

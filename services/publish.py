@@ -2,20 +2,20 @@
 
 Each event is published to its subject with ``Nats-Msg-Id`` = hash(source, id), so a retry
 (ours, after a timeout during a leader election, or a client's) is stored once. Batches are
-pipelined: all publishes go out, then all acks are awaited.
+pipelined: all publishes go out, then all acks are awaited (:mod:`services.acks`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 import nats.errors
 import nats.js.errors
 
 from schemas.errors import BusUnavailableError
 from schemas.events import Event
+from services.acks import ack_mux
 from services.bus import EVENTS, Bus
 
 RETRIES = 3
@@ -49,33 +49,29 @@ async def publish_events(bus: Bus, events: list[Event]) -> list[Published]:
     results: dict[int, Published] = {}
     todo = list(range(len(events)))
     error: BaseException | None = None
+    mux = ack_mux(bus.nc)
     for attempt in range(RETRIES):
-        futures = []
+        sent: list[tuple[int, str]] = []
         for i in todo:
             e = events[i]
             try:
-                fut = await bus.js.publish_async(
+                token = await mux.publish(
                     e.nats_subject,
                     e.model_dump_json().encode(),
-                    headers={"Nats-Msg-Id": e.key, "Nats-Expected-Stream": EVENTS},
+                    {"Nats-Msg-Id": e.key, "Nats-Expected-Stream": EVENTS},
                 )
             except nats.errors.Error as exc:
                 error = exc
                 break
-            futures.append((i, fut))
-        # One wait for all acks: a wait_for task per future costs more than the publish.
-        if futures:
-            await asyncio.wait([f for _, f in futures], timeout=bus.settings.publish_timeout_s)
-        acks = [_outcome(f) for _, f in futures]
+            sent.append((i, token))
+        acks = await mux.gather([t for _, t in sent], bus.settings.publish_timeout_s)
         failed = []
-        for (i, _), ack in zip(futures, acks, strict=True):
+        for (i, _), ack in zip(sent, acks, strict=True):
             if isinstance(ack, BaseException):
                 error = ack
                 failed.append(i)
             else:
-                results[i] = Published(
-                    events[i].id, events[i].nats_subject, ack.seq, bool(ack.duplicate)
-                )
+                results[i] = Published(events[i].id, events[i].nats_subject, ack.seq, ack.duplicate)
         todo = failed + [i for i in todo if i not in results and i not in failed]
         if not todo:
             break
@@ -85,11 +81,3 @@ async def publish_events(bus: Bus, events: list[Event]) -> list[Published]:
             f"JetStream did not acknowledge {len(todo)} event(s): {error or 'timeout'}"
         )
     return [results[i] for i in range(len(events))]
-
-
-def _outcome(fut: asyncio.Future[Any]) -> Any:
-    if not fut.done():
-        fut.cancel()
-        return TimeoutError("no acknowledgement in time")
-    exc = fut.exception()
-    return exc if exc is not None else fut.result()

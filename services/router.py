@@ -22,12 +22,10 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.js.api import PubAck
 from nats.js.kv import KeyValue
 
 from schemas.directory import Recipient
@@ -41,6 +39,7 @@ from schemas.subjects import (
     parse_event_subject,
 )
 from schemas.targets import CHANNELS, Channel
+from services.acks import ack_mux
 from services.bus import KV_RECIPIENTS, KV_SUBSCRIPTIONS, Bus
 from services.matching import Route, SubscriptionIndex
 from services.watch import KvMirror
@@ -156,8 +155,8 @@ class Router:
     async def handle(self, msgs: list[Msg]) -> None:
         """Route one fetched batch; settle every message."""
         now = datetime.now(UTC)
-        js = self.bus.js
-        pending: list[tuple[int, Awaitable[PubAck]]] = []
+        mux = ack_mux(self.bus.nc)
+        pending: list[tuple[int, str]] = []
         logs: list[tuple[str, bytes]] = []
         for i, msg in enumerate(msgs):
             try:
@@ -166,22 +165,20 @@ class Router:
             except InvalidInputError as exc:
                 self.counts["dead"] += 1
                 subject, payload = dead_letter(msg.subject, msg.data, str(exc))
-                fut = await js.publish_async(
+                token = await mux.publish(
                     subject,
                     payload,
-                    headers={
+                    {
                         "Nats-Msg-Id": _hash(
                             "invalid", msg.subject, str(msg.metadata.sequence.stream)
                         )
                     },
                 )
-                pending.append((i, fut))
+                pending.append((i, token))
                 continue
             jobs = self.plan(event, msg.data, now)
             for subject, payload, msg_id in jobs:
-                pending.append(
-                    (i, await js.publish_async(subject, payload, headers={"Nats-Msg-Id": msg_id}))
-                )
+                pending.append((i, await mux.publish(subject, payload, {"Nats-Msg-Id": msg_id})))
             self.counts["jobs"] += len(jobs)
             self.counts["routed"] += 1
             logs.append(
@@ -198,7 +195,9 @@ class Router:
                     ).encode(),
                 )
             )
-        results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        # bounded: an acknowledgement lost with the connection fails its event (nak'ed,
+        # routed again with the same job ids) instead of holding the router forever
+        results = await mux.gather([t for _, t in pending], self.bus.settings.publish_timeout_s)
         failed = {
             i for (i, _), r in zip(pending, results, strict=True) if isinstance(r, BaseException)
         }
