@@ -58,26 +58,33 @@ async def _batch(  # noqa: PLR0917 - private helper, called once
     wait_s: float,
 ) -> tuple[list[StoredMsg], bool]:
     inbox = bus.nc.new_inbox()
-    queue: asyncio.Queue[Msg] = asyncio.Queue()
+    out: list[StoredMsg] = []
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    cut = False  # a message past up_to_seq came: later arrivals wait for the next run
 
     async def on_msg(msg: Msg) -> None:
-        await queue.put(msg)
+        # collected in the callback and awaited once per batch: a queue and a wait_for
+        # per message cost more than the message
+        nonlocal cut
+        if done.done():
+            return
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status is not None:
+            # 204 EOB ends the batch; 404 means no (more) messages
+            done.set_result(status == EOB_STATUS and len(out) == batch and not cut)
+            return
+        seq = int(headers["Nats-Sequence"])
+        if cut or (up_to_seq is not None and seq > up_to_seq):
+            cut = True
+            return
+        out.append(StoredMsg(seq, headers["Nats-Subject"], msg.data))
 
     sub = await bus.nc.subscribe(inbox, cb=on_msg)
     req: dict[str, object] = {"seq": start, "next_by_subj": subject, "batch": batch}
     try:
         await bus.nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=inbox)
-        out: list[StoredMsg] = []
-        while True:
-            msg = await asyncio.wait_for(queue.get(), wait_s)
-            headers = msg.headers or {}
-            status = headers.get("Status")
-            if status is not None:
-                # 204 EOB ends the batch; 404 means no (more) messages
-                return out, status == EOB_STATUS and len(out) == batch
-            seq = int(headers["Nats-Sequence"])
-            if up_to_seq is not None and seq > up_to_seq:
-                return out, False  # later arrivals wait for the next run
-            out.append(StoredMsg(seq, headers["Nats-Subject"], msg.data))
+        more = await asyncio.wait_for(done, wait_s)
+        return out, more
     finally:
         await sub.unsubscribe()
