@@ -77,6 +77,7 @@ async def raw_baseline(bus: Bus, n: int) -> float:
     await done.wait()
     elapsed = time.perf_counter() - start
     await task
+    await sub.unsubscribe()
     await bus.js.delete_stream("RAW")
     return n / elapsed
 
@@ -129,6 +130,7 @@ async def same_nats_work(bus: Bus, n: int, outbox_bytes: int) -> float:
     await asyncio.gather(*futures)
     await task
     elapsed = time.perf_counter() - start
+    await sub.unsubscribe()
     await presence.close()
     await bus.js.delete_stream("RAWJOBS")
     await bus.js.delete_stream("RAWOUT")
