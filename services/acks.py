@@ -49,20 +49,27 @@ def ack_mux(nc: Client) -> AckMux:
     return mux
 
 
-def publisher(nc: Client, wait_s: float) -> Callable[[str, bytes, dict[str, str]], Awaitable[None]]:
-    """A one-message publish through the connection's multiplexer, awaited up to ``wait_s``.
+async def publish_acked(
+    nc: Client, subject: str, payload: bytes, headers: dict[str, str] | None, wait_s: float
+) -> Ack:
+    """Publish one message through the connection's multiplexer and wait for its ack.
 
-    Raises (from the returned function):
-        TimeoutError: no acknowledgement in time.
+    Raises:
+        TimeoutError: no acknowledgement within ``wait_s``.
         nats.errors.Error: refused (no stream, wrong expected stream, ...) or not sent.
     """
     mux = ack_mux(nc)
+    [outcome] = await mux.gather([await mux.publish(subject, payload, headers)], wait_s)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def publisher(nc: Client, wait_s: float) -> Callable[[str, bytes, dict[str, str]], Awaitable[None]]:
+    """:func:`publish_acked` on ``nc`` with a fixed wait, as a notifier's publish hook."""
 
     async def publish(subject: str, payload: bytes, headers: dict[str, str]) -> None:
-        token = await mux.publish(subject, payload, headers)
-        [outcome] = await mux.gather([token], wait_s)
-        if isinstance(outcome, BaseException):
-            raise outcome
+        await publish_acked(nc, subject, payload, headers, wait_s)
 
     return publish
 

@@ -58,7 +58,7 @@ from notifiers.base import Notifier, PermanentDeliveryError, TransientDeliveryEr
 from schemas.delivery import Delivery, DeliveryResult
 from schemas.events import describe
 from schemas.subjects import TOKEN_RE, dead_subject, delivery_subject, log_subject
-from services.acks import ack_mux
+from services.acks import publish_acked
 from services.bus import DELIVERIES, KV_RECIPIENTS, KV_SENT, Bus
 from services.markers import KeyPresence
 from services.notices import disable_target, owner_notice, owner_of
@@ -272,19 +272,17 @@ class DeliveryWorker:
         subject = f"$KV.{self.sent_kv._name}.{job_id}"
         while True:
             left = deadline - time.monotonic()
-            # the KV put as a plain JetStream publish through the shared ack multiplexer
             try:
-                mux = ack_mux(self.bus.nc)
-                token = await mux.publish(subject, (provider_id or "").encode())
-                [outcome] = await mux.gather([token], max(left, 0.1))
-            except nats.errors.Error as exc:
-                outcome = exc
-            if not isinstance(outcome, BaseException):
+                # the KV put as a plain JetStream publish through the shared ack multiplexer
+                payload = (provider_id or "").encode()
+                await publish_acked(self.bus.nc, subject, payload, None, max(left, 0.1))
+            except (TimeoutError, nats.errors.Error) as exc:
+                if left <= 0.3:
+                    log.warning("%s: no sent marker for %s: %s", self.channel, job_id, exc)
+                    return
+                await asyncio.sleep(0.2)
+            else:
                 return
-            if left <= 0.3:
-                log.warning("%s: no sent marker for %s: %s", self.channel, job_id, outcome)
-                return
-            await asyncio.sleep(0.2)
 
     async def _retry_or_dead(
         self,

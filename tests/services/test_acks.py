@@ -6,7 +6,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from services.acks import Ack, ack_mux
+from services.acks import Ack, ack_mux, publish_acked
 from services.bus import EVENTS, Bus
 
 
@@ -73,3 +73,11 @@ async def test_publishing_on_a_closed_connection_raises(bus: Bus) -> None:
 
     with pytest.raises(nats.errors.ConnectionClosedError):
         await mux.publish("impact.acks.update.z", b"{}")
+
+
+async def test_publish_acked_returns_the_ack_or_raises_the_refusal(bus: Bus) -> None:
+    ack = await publish_acked(bus.nc, "impact.acks.update.one", b"{}", None, 5)
+    assert (await bus.js.get_msg(EVENTS, ack.seq)).subject == "impact.acks.update.one"
+
+    with pytest.raises(nats.js.errors.NoStreamResponseError):
+        await publish_acked(bus.nc, "nowhere.at.all", b"{}", None, 5)
