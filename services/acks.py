@@ -38,6 +38,52 @@ class Ack(NamedTuple):
 
 Outcome = Ack | BaseException
 
+
+class ReplyInbox:
+    """One wildcard reply subscription (``<inbox>.*``) for many requests of a connection.
+
+    Each request gets its own reply subject ``<inbox>.<n>``; ``on_reply(n, msg)`` sees
+    every answer. Used by :class:`AckMux` and :class:`services.markers.KeyPresence`:
+    one subscription for all their requests instead of one per request.
+    """
+
+    def __init__(self, nc: Client, on_reply: Callable[[str, Msg], None]) -> None:
+        self._nc = nc
+        self._on_reply = on_reply
+        self._prefix = ""
+        self._sub: Subscription | None = None
+        self._lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+
+    @property
+    def started(self) -> bool:
+        """Whether the subscription is in place (:meth:`start` was awaited)."""
+        return self._sub is not None
+
+    async def start(self) -> None:
+        """Subscribe, once, however many callers ask at the same time."""
+        async with self._lock:
+            if self._sub is None:
+                prefix = self._nc.new_inbox() + "."
+                self._sub = await self._nc.subscribe(prefix + "*", cb=self._dispatch)
+                self._prefix = prefix
+
+    def new(self) -> tuple[str, str]:
+        """A fresh (token, reply subject); call :meth:`start` first."""
+        token = str(next(self._ids))
+        return token, self._prefix + token
+
+    async def _dispatch(self, msg: Msg) -> None:
+        self._on_reply(msg.subject[len(self._prefix) :], msg)
+
+    async def close(self) -> None:
+        """Unsubscribe (answers still on their way are dropped)."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
 _MUXES: weakref.WeakKeyDictionary[Client, AckMux] = weakref.WeakKeyDictionary()
 
 
@@ -79,11 +125,8 @@ class AckMux:
 
     def __init__(self, nc: Client) -> None:
         self._nc = nc
-        self._prefix = ""
-        self._sub: Subscription | None = None
-        self._lock = asyncio.Lock()
+        self._inbox = ReplyInbox(nc, self._on_ack)
         self._futures: dict[str, asyncio.Future[Ack]] = {}
-        self._ids = itertools.count(1)
 
     async def publish(
         self, subject: str, payload: bytes, headers: dict[str, str] | None = None
@@ -93,12 +136,12 @@ class AckMux:
         Raises:
             nats.errors.Error: the message could not be sent (connection closed, ...).
         """
-        if self._sub is None:
-            await self._subscribe()
-        token = str(next(self._ids))
+        if not self._inbox.started:
+            await self._inbox.start()
+        token, reply = self._inbox.new()
         self._futures[token] = asyncio.get_running_loop().create_future()
         try:
-            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+            await self._nc.publish(subject, payload, reply=reply, headers=headers)
         except BaseException:
             self._futures.pop(token, None)
             raise
@@ -122,25 +165,14 @@ class AckMux:
                 out.append(future.result())
         return out
 
-    async def _subscribe(self) -> None:
-        async with self._lock:
-            if self._sub is None:
-                prefix = self._nc.new_inbox() + "."
-                self._sub = await self._nc.subscribe(prefix + "*", cb=self._on_ack)
-                self._prefix = prefix
-
-    async def _on_ack(self, msg: Msg) -> None:
-        future = self._futures.get(msg.subject[len(self._prefix) :])
-        if future is None or future.done():
-            return
-        future_result(future, msg)
+    def _on_ack(self, token: str, msg: Msg) -> None:
+        future = self._futures.get(token)
+        if future is not None and not future.done():
+            future_result(future, msg)
 
     async def close(self) -> None:
         """Stop listening (pending publishes then time out in :meth:`gather`)."""
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await self._inbox.close()
 
 
 def future_result(future: asyncio.Future[Ack], msg: Msg) -> None:

@@ -13,26 +13,24 @@ as absent, as ``KeyValue.get`` would have it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import json
 from typing import Final
 
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
+
+from services.acks import ReplyInbox
 
 MAX_BATCH: Final = 256
 """Keys asked for in one request (the request stays a few KiB)."""
 
 
 class _Ask:
-    __slots__ = ("done", "found", "keys")
+    __slots__ = ("done", "found")
 
-    def __init__(self, keys: list[str], done: asyncio.Future[set[str]]) -> None:
-        self.keys = keys
+    def __init__(self, done: asyncio.Future[set[str]]) -> None:
         self.found: set[str] = set()
         self.done = done
 
@@ -54,9 +52,7 @@ class KeyPresence:
         self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
         self._flush_scheduled = False
         self._asks: dict[str, _Ask] = {}
-        self._ids = itertools.count()
-        self._inbox = ""
-        self._sub: Subscription | None = None
+        self._inbox = ReplyInbox(nc, self._on_reply)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def present(self, key: str) -> bool:
@@ -100,23 +96,20 @@ class KeyPresence:
                     f.set_result(key in found)
 
     async def _query(self, keys: list[str]) -> set[str]:
-        if self._sub is None:
-            self._inbox = self._nc.new_inbox()
-            self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
-        token = str(next(self._ids))
-        ask = _Ask(keys, asyncio.get_running_loop().create_future())
+        if not self._inbox.started:
+            await self._inbox.start()
+        token, reply = self._inbox.new()
+        ask = _Ask(asyncio.get_running_loop().create_future())
         self._asks[token] = ask
         request = {"multi_last": [self._prefix + k for k in keys], "batch": len(keys)}
         try:
-            await self._nc.publish(
-                self._api, json.dumps(request).encode(), reply=f"{self._inbox}.{token}"
-            )
+            await self._nc.publish(self._api, json.dumps(request).encode(), reply=reply)
             return await asyncio.wait_for(ask.done, self._timeout_s)
         finally:
             self._asks.pop(token, None)
 
-    async def _on_reply(self, msg: Msg) -> None:
-        ask = self._asks.get(msg.subject.rpartition(".")[2])
+    def _on_reply(self, token: str, msg: Msg) -> None:
+        ask = self._asks.get(token)
         if ask is None or ask.done.done():
             return  # an answer that came after its request timed out
         headers = msg.headers or {}
@@ -135,7 +128,4 @@ class KeyPresence:
 
     async def close(self) -> None:
         """Stop listening for answers."""
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await self._inbox.close()
