@@ -1,8 +1,9 @@
-"""Session-wide real servers: a nats-server per session (free port, temp store).
+"""Real servers for the tests: a fresh nats-server per test (free port, temp store).
 
-Fixtures return the running server or a factory; each test gets its own streams by
-using a fresh server from ``nats_factory`` when it needs isolation, or purges what it
-uses. Never the default NATS port on 127.0.0.1: that is the machine's own NATS.
+``nats_server`` starts one for the test and ``nats_factory`` more; all of a test's servers
+are stopped when it ends (idle JetStream servers left running until the session ends
+cost the rest of the suite CPU). Never the default NATS port on 127.0.0.1: that is the
+machine's own NATS.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from tests.fakes.smtp import smtp_sink  # noqa: F401 - fixture
 from tests.fakes.webhook import webhook_sink, webhook_sink_factory  # noqa: F401 - fixtures
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def nats_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], EmbeddedNats]]:
-    """Start fresh nats-servers (JetStream, temp store, free port); all stopped at the end."""
+    """Start fresh nats-servers (JetStream, temp store, free port); stopped after the test."""
     started: list[EmbeddedNats] = []
 
     def start() -> EmbeddedNats:
