@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Final, Literal
+from functools import lru_cache
+from typing import Final, Literal, cast
 from zoneinfo import ZoneInfo
 
-from notifiers.render import render
+from markupsafe import Markup
+
+from notifiers.render import environment, render
 from schemas.directory import Recipient
 from schemas.errors import InvalidInputError
 from schemas.events import Event, MeetingNotes, MetricUpdate, Milestone
@@ -34,6 +37,8 @@ UPCOMING_DAYS: Final = 14
 EXCERPT_LINES: Final = 3
 EXCERPT_CHARS: Final = 280
 BAR_WIDTH: Final = 10
+PART_CACHE: Final = 65536
+"""Rendered digest entries kept for reuse (a few KiB each)."""
 
 MilestoneStatus = Literal["planned", "reached", "missed", "at-risk"]
 _ATTENTION_ORDER: Final[dict[str, int]] = {"missed": 0, "at-risk": 1, "reached": 2, "planned": 3}
@@ -45,8 +50,11 @@ def fmt_number(value: float) -> str:
     return "0" if text == "-0" else text
 
 
+@lru_cache(maxsize=4096)
 def excerpt(text: str, lines: int = EXCERPT_LINES, chars: int = EXCERPT_CHARS) -> tuple[str, bool]:
     """The first ``lines`` non-blank lines of ``text``, at most ``chars`` characters.
+
+    Cached: the same notes and bodies come back for every recipient of an event.
 
     Returns:
         The excerpt and whether anything was cut off.
@@ -61,13 +69,19 @@ def excerpt(text: str, lines: int = EXCERPT_LINES, chars: int = EXCERPT_CHARS) -
     return kept, cut
 
 
+# ``field(compare=False)`` marks what the entry templates (``digest/parts.*.j2``) never
+# show: left out of equality, entries that render the same are one entry of the render
+# cache (:func:`_part`). tests/services/test_digest_render.py keeps the templates from
+# reading those fields.
+
+
 @dataclass(frozen=True, slots=True)
 class MetricView:
     """One indicator (initiative + topic) as the digest shows it."""
 
-    key: str
-    initiative: str
-    topic: str
+    key: str = field(compare=False)
+    initiative: str = field(compare=False)
+    topic: str = field(compare=False)
     indicator: str
     value: float
     unit: str | None
@@ -75,15 +89,15 @@ class MetricView:
     baseline: float | None
     target: float | None
     direction: Literal["increase", "decrease"]
-    previous: float | None
+    previous: float | None = field(compare=False)
     change: float | None
     change_pct: float | None
     progress: float | None
     target_reached: bool
     wrong_way: bool
     stale: bool
-    updated_at: datetime
-    updates: int
+    updated_at: datetime = field(compare=False)
+    updates: int = field(compare=False)
     note: str | None
 
     @property
@@ -141,8 +155,8 @@ class MetricView:
 class MilestoneView:
     """A milestone's latest status. ``upcoming``: planned and due within 14 days."""
 
-    initiative: str
-    topic: str
+    initiative: str = field(compare=False)
+    topic: str = field(compare=False)
     title: str
     status: MilestoneStatus
     due: date | None
@@ -173,12 +187,17 @@ class ActionItemView:
 
 @dataclass(frozen=True, slots=True)
 class MeetingView:
-    """A meeting's notes, action items sorted overdue first, then by due date."""
+    """A meeting's notes, action items sorted overdue first, then by due date.
 
-    initiative: str
-    topic: str
+    ``held_at`` is in the recipient's time zone ``zone``, which takes part in equality:
+    ``datetime`` equality alone ignores the zone that ``held_text`` shows.
+    """
+
+    initiative: str = field(compare=False)
+    topic: str = field(compare=False)
     title: str
     held_at: datetime
+    zone: str
     summary: str
     decisions: tuple[str, ...]
     action_items: tuple[ActionItemView, ...]
@@ -194,13 +213,13 @@ class MeetingView:
 class UpdateView:
     """An update: title, the first lines of its body and its link."""
 
-    initiative: str
-    topic: str
+    initiative: str = field(compare=False)
+    topic: str = field(compare=False)
     title: str
     excerpt: str
     truncated: bool
     url: str | None
-    time: datetime
+    time: datetime = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +410,7 @@ class _Builder:
             topic=event.topic,
             title=data.title,
             held_at=data.held_at.astimezone(self.zone),
+            zone=self.zone.key,
             summary=excerpt(data.summary)[0],
             decisions=tuple(excerpt(d)[0] for d in data.decisions),
             action_items=tuple(sorted(items, key=_action_order)),
@@ -424,12 +444,36 @@ def render_digest_email(view: DigestView, links_preferences: str | None) -> tupl
     if links_preferences is not None and not links_preferences.startswith(("https://", "http://")):
         raise InvalidInputError(f"preferences link {links_preferences!r} is not an http(s) URL")
     subject = _subject(view)
+
+    def text_parts(kind: str, entries: Iterable[object]) -> str:
+        return "".join([_part("text", kind, e) for e in entries])
+
+    def html_parts(kind: str, entries: Iterable[object]) -> Markup:
+        # each part is Markup already (escaped when rendered): join without re-escaping
+        return Markup("".join([_part("html", kind, e) for e in entries]))  # noqa: S704
+
     context = {"view": view, "subject": subject, "preferences_url": links_preferences}
     return (
         subject,
-        render("digest/email.txt.j2", **context),
-        render("digest/email.html.j2", **context),
+        render("digest/email.txt.j2", parts=text_parts, **context),
+        render("digest/email.html.j2", parts=html_parts, **context),
     )
+
+
+_PARTS: Final = {"text": "digest/parts.txt.j2", "html": "digest/parts.html.j2"}
+
+
+@lru_cache(maxsize=PART_CACHE)
+def _part(fmt: str, kind: str, entry: object) -> str:
+    """One entry rendered by its macro in ``digest/parts.<fmt>.j2`` (``metric``, ...).
+
+    Recipients who follow the same initiative see the same entries, so each distinct entry
+    is rendered once and reused: the views are frozen dataclasses whose equality covers
+    every field a template reads (and no other). The HTML part is ``Markup``, escaped
+    once, when it was rendered.
+    """
+    macro = getattr(environment().get_template(_PARTS[fmt]).module, kind)
+    return cast(str, macro(entry))
 
 
 def _subject(view: DigestView) -> str:
