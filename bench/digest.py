@@ -3,7 +3,8 @@
 The world: ``--initiatives`` initiatives with a pool of events each (half metrics, the rest
 milestones, meetings and updates); every recipient follows two initiatives and has
 ``--items`` digest items waiting, built exactly as the router queues them
-(``services.router._job``: the event JSON plus recipient, subscription and channel).
+(``services.itemstore.digest_item``: the event JSON plus recipient, subscription and
+channel).
 One recipient in ten also has Slack, and gets a second (Block Kit) digest.
 
 Two paths are measured:
@@ -123,7 +124,7 @@ class World:
 
     def items(self, r: int, count: int) -> list[bytes]:
         """The digest items of recipient ``r``: payloads as the router publishes them."""
-        from services.router import _job
+        from services.itemstore import digest_item
 
         rng = random.Random(SEED + r)
         follows = rng.sample(self.initiatives, 2)
@@ -133,7 +134,7 @@ class World:
         for k, raw in enumerate(rng.sample(pool, count)):
             channel = "slack" if r % 10 == 0 and k % 2 else "email"
             out.append(
-                _job(raw, {"recipient": rid, "subscription": f"{rid}-s", "channel": channel})
+                digest_item(raw, {"recipient": rid, "subscription": f"{rid}-s", "channel": channel})
             )
         return out
 

@@ -85,7 +85,7 @@ async def raw_baseline(bus: Bus, n: int) -> float:
 async def same_nats_work(bus: Bus, n: int, outbox_bytes: int) -> float:
     """Deliveries/s of a bare loop doing the hub's NATS operations per delivery."""
     from services.acks import publisher
-    from services.markers import KeyPresence
+    from services.markers import KeyLookup
 
     await bus.js.add_stream(
         name="RAWJOBS",
@@ -99,7 +99,7 @@ async def same_nats_work(bus: Bus, n: int, outbox_bytes: int) -> float:
         "RAWJOBS", api.ConsumerConfig(durable_name="w", ack_policy=api.AckPolicy.EXPLICIT)
     )
     sub = await bus.js.pull_subscribe_bind(durable="w", stream="RAWJOBS")
-    presence = KeyPresence(bus.nc, "rawsent")
+    presence = KeyLookup(bus.nc, "rawsent")
     publish = publisher(bus.nc, 10)  # the hub's fastest acknowledged publish
     job = JOB_BYTES
     record = b"x" * outbox_bytes

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, date, datetime
+from functools import cached_property
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -139,7 +140,7 @@ class Event(_Frozen):
         # The tokens were validated when the (frozen) event was built: format, don't re-check.
         return str(EventSubject(self.initiative, self.kind, self.subject))
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Idempotency key derived from (``source``, ``id``), used as ``Nats-Msg-Id``."""
         return hashlib.sha256(f"{self.source}\x00{self.id}".encode()).hexdigest()[:40]

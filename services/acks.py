@@ -43,7 +43,7 @@ class ReplyInbox:
     """One wildcard reply subscription (``<inbox>.*``) for many requests of a connection.
 
     Each request gets its own reply subject ``<inbox>.<n>``; ``on_reply(n, msg)`` sees
-    every answer. Used by :class:`AckMux` and :class:`services.markers.KeyPresence`:
+    every answer. Used by :class:`AckMux` and :class:`services.markers.KeyLookup`:
     one subscription for all their requests instead of one per request.
     """
 

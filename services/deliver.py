@@ -60,7 +60,7 @@ from schemas.events import describe
 from schemas.subjects import TOKEN_RE, dead_subject, delivery_subject, log_subject
 from services.acks import publish_acked
 from services.bus import DELIVERIES, KV_RECIPIENTS, KV_SENT, Bus
-from services.markers import KeyPresence
+from services.markers import KeyLookup
 from services.notices import disable_target, owner_notice, owner_of
 from services.router import dead_letter
 from services.threads import Threads
@@ -129,7 +129,7 @@ class DeliveryWorker:
         self.channel = notifier.channel
         self.retry = retry
         self.sent_kv = sent
-        self.presence = KeyPresence(bus.nc, sent._name)
+        self.presence = KeyLookup(bus.nc, sent._name)
         self.recipients_kv = recipients
         self.threads = threads
         self.heartbeat_s = max(0.1, (ack_wait_s or bus.settings.ack_wait_s) / 3)

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 import nats.js.errors
@@ -37,14 +38,16 @@ from notifiers.base import LinkMaker, no_links
 from schemas.delivery import Delivery, Rendered
 from schemas.directory import Recipient
 from schemas.errors import InvalidInputError, NotFoundError
-from schemas.events import Event
+from schemas.events import EVENT_ADAPTER, Event
 from schemas.subjects import delivery_subject, digest_subject, tick_subject
 from schemas.targets import Channel
+from services.acks import ack_mux, publish_acked
 from services.bus import DIGESTS, KV_DIGEST_STATE, KV_RECIPIENTS, SCHEDULES, Bus
 from services.digest_slack import digest_blocks, fallback_text
 from services.digest_view import DigestView, build_digest, render_digest_email
 from services.directory import Directory
-from services.itemstore import StoredMsg, read_subject
+from services.itemstore import StoredMsg, read_subject, split_digest_item
+from services.markers import KeyLookup
 from services.schedule import period_key, schedule_headers
 from services.watch import KvMirror
 
@@ -62,6 +65,34 @@ class _Item(BaseModel):
 
 
 _ITEM: Final = TypeAdapter(_Item)
+_CHANNEL: Final = TypeAdapter(Channel)
+ACK_WAIT_S: Final = 5.0
+"""How long a digest run waits for JetStream to acknowledge what it wrote."""
+EVENT_CACHE: Final = 4096
+"""Parsed events kept for reuse between recipients (a few KiB each)."""
+
+
+def read_item(data: bytes) -> tuple[Event, Channel]:
+    """The event and channel of one digest item.
+
+    An event routed to many recipients is stored once per recipient with the same event
+    JSON, so it is parsed once (:func:`_event`, keyed by those bytes) and shared: events
+    are frozen. Items laid out otherwise are validated whole.
+
+    Raises:
+        ValidationError: the item, its event or its channel is invalid.
+    """
+    try:
+        raw, fields = split_digest_item(data)
+    except ValueError:
+        item = _ITEM.validate_json(data)
+        return item.event, item.channel
+    return _event(raw), _CHANNEL.validate_python(fields.get("channel", "email"))
+
+
+@lru_cache(maxsize=EVENT_CACHE)
+def _event(raw: bytes) -> Event:
+    return EVENT_ADAPTER.validate_json(raw)
 
 
 class DigestSettings(BaseSettings):
@@ -106,6 +137,7 @@ class DigestService:
         self.recipients = KvMirror(recipients, Recipient.model_validate_json, self._on_recipient)
         self._pending_schedules: list[Recipient] = []
         self._tasks: set[asyncio.Future[None]] = set()
+        self._lookup: KeyLookup | None = None
         self.counts: dict[str, int] = {}
 
     @classmethod
@@ -131,6 +163,9 @@ class DigestService:
     async def stop(self) -> None:
         """Stop following recipients."""
         await self.recipients.stop()
+        if self._lookup is not None:
+            await self._lookup.close()
+            self._lookup = None
 
     def _on_recipient(self, key: str, old: Recipient | None, new: Recipient | None) -> None:
         if new is None:
@@ -203,15 +238,18 @@ class DigestService:
                 return DigestResult("busy", period)
             state, revision = claimed, new_revision
         result = self.compose(recipient, items, state.get("previous", {}), at, period)
-        acks = [
-            await self.bus.js.publish_async(
+        mux = ack_mux(self.bus.nc)
+        tokens = [
+            await mux.publish(
                 delivery_subject(d.target.channel, "digest"),
                 d.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": d.job_id},
+                {"Nats-Msg-Id": d.job_id},
             )
             for d in result.deliveries
         ]
-        await asyncio.gather(*acks)
+        for outcome in await mux.gather(tokens, ACK_WAIT_S):
+            if isinstance(outcome, BaseException):
+                raise outcome  # not queued: the tick is retried, the same job ids dedupe
         if through:
             await self.bus.js.purge_stream(
                 DIGESTS, subject=digest_subject(recipient.id), seq=through + 1
@@ -241,13 +279,13 @@ class DigestService:
         channels: list[Channel] = []
         for item in items:
             try:
-                parsed = _ITEM.validate_json(item.data)
-            except ValidationError:
+                event, channel = read_item(item.data)
+            except (ValidationError, ValueError):
                 log.warning("skipping an unreadable digest item %d for %s", item.seq, recipient.id)
                 continue
-            events.append(parsed.event)
-            if parsed.channel not in channels:
-                channels.append(parsed.channel)
+            events.append(event)
+            if channel not in channels:
+                channels.append(channel)
         result = DigestResult("sent", period, items=len(events))
         if not events:
             return result
@@ -301,22 +339,38 @@ class DigestService:
 
     # --------------------------------------------------------------------- state
 
+    # The state is read with the batched lookup (the concurrent runs of a tick burst share
+    # one request) and written with a plain publish carrying the expected last revision,
+    # acknowledged through the connection's multiplexer: what ``KeyValue.get``/``update``
+    # do, without a request, inbox future and timeout per call.
+
     async def _state(self, recipient_id: str) -> tuple[dict[str, Any], int]:
-        try:
-            entry = await self.state.get(recipient_id)
-        except nats.js.errors.KeyNotFoundError:
+        """The recipient's state and its revision (0: never written).
+
+        A deleted state reads as empty, with the revision of the delete to write after.
+        """
+        if self._lookup is None:
+            self._lookup = KeyLookup(self.bus.nc, self.state._name)
+        entry = await self._lookup.last(recipient_id)
+        if entry is None:
             return {}, 0
-        return (json.loads(entry.value) if entry.value else {}), entry.revision or 0
+        return (json.loads(entry.value) if entry.value else {}), entry.revision
 
     async def _cas(self, recipient_id: str, value: dict[str, Any], revision: int) -> int | None:
-        """Write ``value`` if the state is still at ``revision``; the new revision, or None."""
-        data = json.dumps(value).encode()
+        """Write ``value`` if the state is still at ``revision``; the new revision, or None.
+
+        Raises:
+            TimeoutError: JetStream did not acknowledge the write in time.
+        """
+        subject = f"$KV.{self.state._name}.{recipient_id}"
+        expect = {"Nats-Expected-Last-Subject-Sequence": str(revision)}
         try:
-            if revision:
-                return int(await self.state.update(recipient_id, data, last=revision))
-            return int(await self.state.create(recipient_id, data))
-        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+            ack = await publish_acked(
+                self.bus.nc, subject, json.dumps(value).encode(), expect, ACK_WAIT_S
+            )
+        except nats.js.errors.APIError:  # another run wrote first (wrong last sequence)
             return None
+        return ack.seq
 
 
 async def schedule(bus: Bus, recipient: Recipient) -> None:

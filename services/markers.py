@@ -1,20 +1,21 @@
-"""Which keys of a KV bucket exist, asked for many keys in one round trip.
+"""KV lookups of many keys in one round trip.
 
-Every delivery job is checked against its ``sent`` marker before it is sent. One KV
-``get`` per job is a request-reply each, and it cost a delivery worker about as much CPU
-as composing the message. The jobs of one fetch are handled in the same turn of the event
-loop, so :class:`KeyPresence` gathers the lookups made in one turn and asks the server
-once: a batched direct get with ``multi_last`` (nats-server 2.11+, a bucket with
-``allow_direct``) returns the last message of each named key that has one, then an end
-of batch. A key whose last message is a delete, a purge or a TTL expiry marker counts
-as absent, as ``KeyValue.get`` would have it.
+Every delivery job is checked against its ``sent`` marker before it is sent, and every
+digest run reads its recipient's state. One KV ``get`` each is a request-reply each, and
+for a delivery worker it cost about as much CPU as composing the message. Lookups made in
+the same turn of the event loop (the jobs of one fetch, the concurrent digest runs) are
+gathered by :class:`KeyLookup` and asked for at once: a batched direct get with
+``multi_last`` (nats-server 2.11+, a bucket with ``allow_direct``) returns the last
+message of each named key that has one, then an end of batch. A key whose last message
+is a delete, a purge or a TTL expiry marker has no value, as ``KeyValue.get`` would have
+it, but its revision is kept: a compare-and-set writes after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Final
+from typing import Final, NamedTuple
 
 import nats.errors
 from nats.aio.client import Client
@@ -27,16 +28,23 @@ MAX_BATCH: Final = 256
 """Keys asked for in one request (the request stays a few KiB)."""
 
 
+class Entry(NamedTuple):
+    """The last message of a key: its value (``None`` after a delete) and revision."""
+
+    value: bytes | None
+    revision: int
+
+
 class _Ask:
     __slots__ = ("done", "found")
 
-    def __init__(self, done: asyncio.Future[set[str]]) -> None:
-        self.found: set[str] = set()
+    def __init__(self, done: asyncio.Future[dict[str, Entry]]) -> None:
+        self.found: dict[str, Entry] = {}
         self.done = done
 
 
-class KeyPresence:
-    """Batched "does this key exist?" over one KV bucket.
+class KeyLookup:
+    """Batched lookups of the last entry of keys of one KV bucket.
 
     Args:
         nc: the connection.
@@ -49,7 +57,7 @@ class KeyPresence:
         self._api = f"$JS.API.DIRECT.GET.KV_{bucket}"
         self._prefix = f"$KV.{bucket}."
         self._timeout_s = timeout_s
-        self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
+        self._waiting: dict[str, list[asyncio.Future[Entry | None]]] = {}
         self._flush_scheduled = False
         self._asks: dict[str, _Ask] = {}
         self._inbox = ReplyInbox(nc, self._on_reply)
@@ -62,7 +70,17 @@ class KeyPresence:
             TimeoutError: the server did not answer in time.
             nats.errors.Error: the request could not be sent.
         """
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        entry = await self.last(key)
+        return entry is not None and entry.value is not None
+
+    async def last(self, key: str) -> Entry | None:
+        """The last entry of ``key`` (value ``None`` if deleted), ``None`` if it never had one.
+
+        Raises:
+            TimeoutError: the server did not answer in time.
+            nats.errors.Error: the request could not be sent.
+        """
+        future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append(future)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -80,7 +98,7 @@ class KeyPresence:
             task.add_done_callback(self._tasks.discard)
 
     async def _settle(
-        self, keys: list[str], waiting: dict[str, list[asyncio.Future[bool]]]
+        self, keys: list[str], waiting: dict[str, list[asyncio.Future[Entry | None]]]
     ) -> None:
         try:
             found = await self._query(keys)
@@ -93,9 +111,9 @@ class KeyPresence:
         for key, futures in waiting.items():
             for f in futures:
                 if not f.done():
-                    f.set_result(key in found)
+                    f.set_result(found.get(key))
 
-    async def _query(self, keys: list[str]) -> set[str]:
+    async def _query(self, keys: list[str]) -> dict[str, Entry]:
         if not self._inbox.started:
             await self._inbox.start()
         token, reply = self._inbox.new()
@@ -120,11 +138,12 @@ class KeyPresence:
             else:
                 ask.done.set_exception(nats.errors.Error(f"direct get answered {status}"))
             return
-        if headers.get(KV_OP) in (KV_DEL, KV_PURGE) or "Nats-Marker-Reason" in headers:
-            return
         subject = headers.get("Nats-Subject", "")
-        if subject.startswith(self._prefix):
-            ask.found.add(subject[len(self._prefix) :])
+        if not subject.startswith(self._prefix):
+            return
+        deleted = headers.get(KV_OP) in (KV_DEL, KV_PURGE) or "Nats-Marker-Reason" in headers
+        revision = int(headers.get("Nats-Sequence", 0))
+        ask.found[subject[len(self._prefix) :]] = Entry(None if deleted else msg.data, revision)
 
     async def close(self) -> None:
         """Stop listening for answers."""

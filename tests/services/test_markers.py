@@ -9,7 +9,7 @@ import nats.errors
 import pytest
 
 from services.bus import KV_SENT, Bus, EmbeddedNats, NatsSettings
-from services.markers import MAX_BATCH, KeyPresence
+from services.markers import MAX_BATCH, KeyLookup
 
 
 async def test_present_absent_and_deleted_keys_answer_like_a_get(bus: Bus) -> None:
@@ -18,7 +18,7 @@ async def test_present_absent_and_deleted_keys_answer_like_a_get(bus: Bus) -> No
     await kv.put("sent-empty", b"")
     await kv.put("gone", b"x")
     await kv.delete("gone")
-    presence = KeyPresence(bus.nc, KV_SENT)
+    presence = KeyLookup(bus.nc, KV_SENT)
 
     got = await asyncio.gather(
         *(presence.present(k) for k in ("sent-one", "sent-empty", "gone", "never"))
@@ -33,7 +33,7 @@ async def test_lookups_made_together_become_one_request_per_batch(bus: Bus) -> N
     sent = {f"job{i}" for i in range(0, 3 * MAX_BATCH, 7)}
     for key in sent:
         await kv.put(key, b"")
-    presence = KeyPresence(bus.nc, KV_SENT)
+    presence = KeyLookup(bus.nc, KV_SENT)
     keys = [f"job{i}" for i in range(3 * MAX_BATCH)]
     before = bus.nc.stats["out_msgs"]
 
@@ -46,7 +46,7 @@ async def test_lookups_made_together_become_one_request_per_batch(bus: Bus) -> N
 
 async def test_the_same_key_asked_twice_at_once_gets_one_answer_each(bus: Bus) -> None:
     await (await bus.kv(KV_SENT)).put("twice", b"")
-    presence = KeyPresence(bus.nc, KV_SENT)
+    presence = KeyLookup(bus.nc, KV_SENT)
 
     assert await asyncio.gather(presence.present("twice"), presence.present("twice")) == [
         True,
@@ -62,7 +62,7 @@ async def test_a_bucket_that_cannot_answer_fails_the_lookup_instead_of_guessing(
     bus = await Bus.connect(server.url, NatsSettings(url=server.url))
     try:
         # no topology: the bucket's stream does not exist, the server answers "no responders"
-        presence = KeyPresence(bus.nc, "nosuchbucket", timeout_s=0.5)
+        presence = KeyLookup(bus.nc, "nosuchbucket", timeout_s=0.5)
         with pytest.raises(nats.errors.Error, match="503"):
             await presence.present("job")
         await presence.close()
