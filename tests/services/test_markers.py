@@ -9,7 +9,7 @@ import nats.errors
 import pytest
 
 from services.bus import KV_SENT, Bus, EmbeddedNats, NatsSettings
-from services.markers import MAX_BATCH, KeyLookup
+from services.markers import MAX_BATCH, Entry, KeyLookup
 
 
 async def test_present_absent_and_deleted_keys_answer_like_a_get(bus: Bus) -> None:
@@ -68,3 +68,23 @@ async def test_a_bucket_that_cannot_answer_fails_the_lookup_instead_of_guessing(
         await presence.close()
     finally:
         await bus.close()
+
+
+async def test_last_gives_value_and_revision_and_the_revision_of_a_delete(bus: Bus) -> None:
+    kv = await bus.kv(KV_SENT)
+    rev = await kv.put("kept", b"1")
+    await kv.put("gone", b"x")
+    await kv.delete("gone")
+    lookup = KeyLookup(bus.nc, KV_SENT)
+
+    kept, gone, never = await asyncio.gather(
+        lookup.last("kept"), lookup.last("gone"), lookup.last("never")
+    )
+
+    assert kept == Entry(b"1", rev)
+    assert gone is not None
+    assert gone.value is None
+    assert never is None
+    # a compare-and-set after a delete writes on the delete's revision
+    assert await kv.update("gone", b"again", last=gone.revision) > gone.revision
+    await lookup.close()
