@@ -40,6 +40,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.errors import BusUnavailableError
 from schemas.subjects import delivery_filter
 from schemas.targets import CHANNELS
+from services import natsclient
 
 log = logging.getLogger("impactbus.bus")
 
@@ -344,7 +345,7 @@ class Bus:
             log.info("nats: reconnected")
 
         try:
-            nc = await nats.connect(
+            nc = await natsclient.connect(
                 url,
                 name=name,
                 user=settings.user,
