@@ -19,7 +19,7 @@ import itertools
 import json
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import Final, Generic, NamedTuple, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -37,6 +37,7 @@ class Ack(NamedTuple):
 
 
 Outcome = Ack | BaseException
+T = TypeVar("T")
 
 
 class ReplyInbox:
@@ -84,15 +85,24 @@ class ReplyInbox:
                 await sub.unsubscribe()
 
 
-_MUXES: weakref.WeakKeyDictionary[Client, AckMux] = weakref.WeakKeyDictionary()
+class PerConnection(Generic[T]):
+    """``make(nc)`` made once per connection, and forgotten with the connection."""
+
+    def __init__(self, make: Callable[[Client], T]) -> None:
+        self._make = make
+        self._made: weakref.WeakKeyDictionary[Client, T] = weakref.WeakKeyDictionary()
+
+    def __call__(self, nc: Client) -> T:
+        """The one of connection ``nc``."""
+        made = self._made.get(nc)
+        if made is None:
+            made = self._made[nc] = self._make(nc)
+        return made
 
 
 def ack_mux(nc: Client) -> AckMux:
     """The multiplexer of connection ``nc`` (one per connection)."""
-    mux = _MUXES.get(nc)
-    if mux is None:
-        mux = _MUXES[nc] = AckMux(nc)
-    return mux
+    return _MUXES(nc)
 
 
 async def publish_acked(
@@ -173,6 +183,9 @@ class AckMux:
     async def close(self) -> None:
         """Stop listening (pending publishes then time out in :meth:`gather`)."""
         await self._inbox.close()
+
+
+_MUXES: Final[PerConnection[AckMux]] = PerConnection(AckMux)
 
 
 def future_result(future: asyncio.Future[Ack], msg: Msg) -> None:

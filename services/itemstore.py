@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,7 +26,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from services.acks import ReplyInbox
+from services.acks import PerConnection, ReplyInbox
 from services.bus import Bus
 
 EOB_STATUS = "204"
@@ -176,11 +175,4 @@ class _Reader:
             read.add(msg)
 
 
-_READERS: weakref.WeakKeyDictionary[Client, _Reader] = weakref.WeakKeyDictionary()
-
-
-def _reader(nc: Client) -> _Reader:
-    reader = _READERS.get(nc)
-    if reader is None:
-        reader = _READERS[nc] = _Reader(nc)
-    return reader
+_reader: Final[PerConnection[_Reader]] = PerConnection(_Reader)
