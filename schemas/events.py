@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, date, datetime
-from functools import cached_property
+from functools import lru_cache
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -140,10 +140,16 @@ class Event(_Frozen):
         # The tokens were validated when the (frozen) event was built: format, don't re-check.
         return str(EventSubject(self.initiative, self.kind, self.subject))
 
-    @cached_property
+    @property
     def key(self) -> str:
         """Idempotency key derived from (``source``, ``id``), used as ``Nats-Msg-Id``."""
-        return hashlib.sha256(f"{self.source}\x00{self.id}".encode()).hexdigest()[:40]
+        return _event_key(self.source, self.id)
+
+
+@lru_cache(maxsize=16_384)
+def _event_key(source: str, event_id: str) -> str:
+    # cached: a digest run dedupes each of its events by key, the router keys every job
+    return hashlib.sha256(f"{source}\x00{event_id}".encode()).hexdigest()[:40]
 
 
 EVENT_ADAPTER: Final = TypeAdapter(Event)

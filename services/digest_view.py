@@ -37,7 +37,7 @@ UPCOMING_DAYS: Final = 14
 EXCERPT_LINES: Final = 3
 EXCERPT_CHARS: Final = 280
 BAR_WIDTH: Final = 10
-PART_CACHE: Final = 65536
+PART_CACHE: Final = 8192
 """Rendered digest entries kept for reuse (a few KiB each)."""
 
 MilestoneStatus = Literal["planned", "reached", "missed", "at-risk"]
