@@ -34,7 +34,7 @@ from schemas.errors import InvalidInputError, NotFoundError
 from schemas.events import describe
 from schemas.subjects import DEAD_ROOT, delivery_subject, log_subject, validate_token
 from schemas.targets import CHANNELS, Channel
-from services.bus import DEAD, DELIVERIES, KV_RECIPIENTS, Bus
+from services.bus import DEAD, DELIVERIES, DELIVERY_LOG, KV_RECIPIENTS, Bus
 from services.deliverylog import read_subject
 from services.directory import Directory
 
@@ -219,17 +219,6 @@ async def _replay(bus: Bus, letter: DeadLetter) -> None:
             f"dead letter {letter.seq}: {recipient.id}'s {channel} target is disabled; enable "
             f"it first: impactbus recipients enable {recipient.id} {channel}"
         )
-    await bus.js.publish(
-        delivery_subject(channel, delivery.event.initiative),
-        json.dumps(letter.job).encode(),
-        headers={
-            "Nats-Msg-Id": f"{delivery.job_id}:replay:{letter.seq}",
-            "Nats-Expected-Stream": DELIVERIES,
-        },
-    )
-    # NotFound: replayed by someone else at the same time; the msg id made it one job.
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await bus.js.delete_msg(DEAD, letter.seq)
     record = {
         "status": "queued",
         "at": datetime.now(UTC).isoformat(),
@@ -241,7 +230,36 @@ async def _replay(bus: Bus, letter: DeadLetter) -> None:
         "event": delivery.event.id,
         "replayed_from": letter.seq,
     }
-    await bus.nc.publish(log_subject(delivery.event.id), json.dumps(record).encode())
+    # "queued" is stored before the job is published: a worker can send the job and log
+    # "sent" within milliseconds, and a "queued" landing after that would read as the
+    # delivery's last status.
+    subject = log_subject(delivery.event.id)
+    await bus.js.publish(subject, json.dumps(record).encode(), stream=DELIVERY_LOG)
+    try:
+        await bus.js.publish(
+            delivery_subject(channel, delivery.event.initiative),
+            json.dumps(letter.job).encode(),
+            headers={
+                "Nats-Msg-Id": f"{delivery.job_id}:replay:{letter.seq}",
+                "Nats-Expected-Stream": DELIVERIES,
+            },
+        )
+    except BaseException as exc:
+        # not queued after all: the log goes back to dead (the dead letter is kept)
+        error = f"replay failed: {type(exc).__name__}: {exc}"[:300]
+        undo = {
+            **record,
+            "status": "dead",
+            "at": datetime.now(UTC).isoformat(),
+            "reason": letter.reason,
+            "error": error,
+        }
+        with contextlib.suppress(Exception):
+            await bus.nc.publish(subject, json.dumps(undo).encode())
+        raise
+    # NotFound: replayed by someone else at the same time; the msg id made it one job.
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await bus.js.delete_msg(DEAD, letter.seq)
 
 
 async def purge(bus: Bus, *, reason: str | None = None, initiative: str | None = None) -> int:
