@@ -27,6 +27,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from services.natsclient import Client as DirectClient
+
+Headers = dict[str, str] | None
+ReplyHandler = Callable[[str, Headers, bytes], None]
+
 
 class Ack(NamedTuple):
     """JetStream's acknowledgement of one stored message."""
@@ -43,12 +48,15 @@ T = TypeVar("T")
 class ReplyInbox:
     """One wildcard reply subscription (``<inbox>.*``) for many requests of a connection.
 
-    Each request gets its own reply subject ``<inbox>.<n>``; ``on_reply(n, msg)`` sees
-    every answer. Used by :class:`AckMux` and :class:`services.markers.KeyLookup`:
-    one subscription for all their requests instead of one per request.
+    Each request gets its own reply subject ``<inbox>.<n>``; ``on_reply(n, headers, data)``
+    sees every answer. Used by :class:`AckMux`, :class:`services.markers.KeyLookup` and
+    the item reads of :mod:`services.itemstore`: one subscription for all their requests
+    instead of one per request. On the hub's own client (:mod:`services.natsclient`) the
+    answers are handed over in the read loop (``subscribe_direct``); on a plain nats-py
+    client, through its subscription callback.
     """
 
-    def __init__(self, nc: Client, on_reply: Callable[[str, Msg], None]) -> None:
+    def __init__(self, nc: Client, on_reply: ReplyHandler) -> None:
         self._nc = nc
         self._on_reply = on_reply
         self._prefix = ""
@@ -66,16 +74,22 @@ class ReplyInbox:
         async with self._lock:
             if self._sub is None:
                 prefix = self._nc.new_inbox() + "."
-                self._sub = await self._nc.subscribe(prefix + "*", cb=self._dispatch)
                 self._prefix = prefix
+                if isinstance(self._nc, DirectClient):
+                    self._sub = await self._nc.subscribe_direct(prefix + "*", self._direct)
+                else:
+                    self._sub = await self._nc.subscribe(prefix + "*", cb=self._dispatch)
 
     def new(self) -> tuple[str, str]:
         """A fresh (token, reply subject); call :meth:`start` first."""
         token = str(next(self._ids))
         return token, self._prefix + token
 
+    def _direct(self, subject: bytes, headers: Headers, data: bytes) -> None:
+        self._on_reply(subject[len(self._prefix) :].decode(), headers, data)
+
     async def _dispatch(self, msg: Msg) -> None:
-        self._on_reply(msg.subject[len(self._prefix) :], msg)
+        self._on_reply(msg.subject[len(self._prefix) :], msg.headers, msg.data)
 
     async def close(self) -> None:
         """Unsubscribe (answers still on their way are dropped)."""
@@ -175,10 +189,10 @@ class AckMux:
                 out.append(future.result())
         return out
 
-    def _on_ack(self, token: str, msg: Msg) -> None:
+    def _on_ack(self, token: str, headers: Headers, data: bytes) -> None:
         future = self._futures.get(token)
         if future is not None and not future.done():
-            future_result(future, msg)
+            future_result(future, headers, data)
 
     async def close(self) -> None:
         """Stop listening (pending publishes then time out in :meth:`gather`)."""
@@ -188,27 +202,28 @@ class AckMux:
 _MUXES: Final[PerConnection[AckMux]] = PerConnection(AckMux)
 
 
-def future_result(future: asyncio.Future[Ack], msg: Msg) -> None:
-    """Resolve ``future`` with the acknowledgement (or the error) that ``msg`` carries."""
-    status = (msg.headers or {}).get("Status")
+def future_result(future: asyncio.Future[Ack], headers: Headers, data: bytes) -> None:
+    """Resolve ``future`` with the acknowledgement (or the error) that an answer carries."""
+    status = (headers or {}).get("Status")
     if status == "503":
         future.set_exception(nats.js.errors.NoStreamResponseError())
         return
     try:
-        data = json.loads(msg.data)
+        answer = json.loads(data)
     except ValueError:
-        future.set_exception(nats.errors.Error(f"unreadable acknowledgement {msg.data[:80]!r}"))
+        future.set_exception(nats.errors.Error(f"unreadable acknowledgement {data[:80]!r}"))
         return
-    error = data.get("error") if isinstance(data, dict) else None
-    if error is not None or not isinstance(data, dict):
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if error is not None or not isinstance(answer, dict):
         err = error if isinstance(error, dict) else {}
         future.set_exception(
             nats.js.errors.APIError(
                 code=err.get("code"),
                 err_code=err.get("err_code"),
-                description=err.get("description", str(data)),
+                description=err.get("description", str(answer)),
             )
         )
         return
-    ack = Ack(str(data.get("stream", "")), int(data.get("seq", 0)), bool(data.get("duplicate")))
+    seq = int(answer.get("seq", 0))
+    ack = Ack(str(answer.get("stream", "")), seq, bool(answer.get("duplicate")))
     future.set_result(ack)

@@ -24,9 +24,8 @@ from typing import Any, Final
 
 import nats.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from services.acks import PerConnection, ReplyInbox
+from services.acks import Headers, PerConnection, ReplyInbox
 from services.bus import Bus
 
 EOB_STATUS = "204"
@@ -116,10 +115,9 @@ class _Read:
         self.cut = False  # a message past up_to_seq came: later ones wait for the next run
         self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
-    def add(self, msg: Msg) -> None:
+    def add(self, headers: Mapping[str, str], data: bytes) -> None:
         if self.done.done():
             return  # an answer that came after its request timed out
-        headers = msg.headers or {}
         status = headers.get("Status")
         if status == EOB_STATUS:  # end of batch: more may follow if the batch was full
             self.done.set_result(len(self.out) == self.batch and not self.cut)
@@ -135,7 +133,7 @@ class _Read:
             if self.cut or (self.up_to_seq is not None and seq > self.up_to_seq):
                 self.cut = True
             else:
-                self.out.append(StoredMsg(seq, headers["Nats-Subject"], msg.data))
+                self.out.append(StoredMsg(seq, headers["Nats-Subject"], data))
 
 
 class _Reader:
@@ -169,10 +167,10 @@ class _Reader:
         finally:
             del self._reads[token]
 
-    def _on_reply(self, token: str, msg: Msg) -> None:
+    def _on_reply(self, token: str, headers: Headers, data: bytes) -> None:
         read = self._reads.get(token)
         if read is not None:
-            read.add(msg)
+            read.add(headers or {}, data)
 
 
 _reader: Final[PerConnection[_Reader]] = PerConnection(_Reader)

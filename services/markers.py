@@ -19,10 +19,9 @@ from typing import Final, NamedTuple
 
 import nats.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
-from services.acks import ReplyInbox
+from services.acks import Headers, ReplyInbox
 
 MAX_BATCH: Final = 256
 """Keys asked for in one request (the request stays a few KiB)."""
@@ -126,11 +125,11 @@ class KeyLookup:
         finally:
             self._asks.pop(token, None)
 
-    def _on_reply(self, token: str, msg: Msg) -> None:
+    def _on_reply(self, token: str, headers: Headers, data: bytes) -> None:
         ask = self._asks.get(token)
         if ask is None or ask.done.done():
             return  # an answer that came after its request timed out
-        headers = msg.headers or {}
+        headers = headers or {}
         status = headers.get("Status")
         if status is not None:
             if status in ("204", "404"):  # end of batch / none of the keys has a value
@@ -143,7 +142,7 @@ class KeyLookup:
             return
         deleted = headers.get(KV_OP) in (KV_DEL, KV_PURGE) or "Nats-Marker-Reason" in headers
         revision = int(headers.get("Nats-Sequence", 0))
-        ask.found[subject[len(self._prefix) :]] = Entry(None if deleted else msg.data, revision)
+        ask.found[subject[len(self._prefix) :]] = Entry(None if deleted else data, revision)
 
     async def close(self) -> None:
         """Stop listening for answers."""

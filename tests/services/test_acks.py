@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import nats
 import nats.errors
 import nats.js.errors
 import pytest
 
 from services.acks import Ack, ack_mux, publish_acked
-from services.bus import EVENTS, Bus
+from services.bus import EVENTS, Bus, EmbeddedNats
+from services.natsclient import Client as DirectClient
 
 
 async def test_each_publish_gets_its_own_acknowledgement_in_order(bus: Bus) -> None:
@@ -81,3 +83,21 @@ async def test_publish_acked_returns_the_ack_or_raises_the_refusal(bus: Bus) -> 
 
     with pytest.raises(nats.js.errors.NoStreamResponseError):
         await publish_acked(bus.nc, "nowhere.at.all", b"{}", None, 5)
+
+
+async def test_a_plain_nats_py_connection_gets_its_answers_through_a_callback(
+    bus: Bus, nats_server: EmbeddedNats
+) -> None:
+    plain = await nats.connect(nats_server.url)
+    try:
+        assert not isinstance(plain, DirectClient)
+        mux = ack_mux(plain)
+        ok = await mux.publish("impact.acks.update.plain", b"{}")
+        no_stream = await mux.publish("nowhere.plain", b"{}")
+        first, second = await mux.gather([ok, no_stream], 5)
+        assert isinstance(first, Ack)
+        assert isinstance(second, nats.js.errors.NoStreamResponseError)
+        stored = await bus.js.get_msg(EVENTS, first.seq)
+        assert stored.subject == "impact.acks.update.plain"
+    finally:
+        await plain.close()
