@@ -41,7 +41,7 @@ from schemas.errors import InvalidInputError, NotFoundError
 from schemas.events import EVENT_ADAPTER, Event
 from schemas.subjects import delivery_subject, digest_subject, tick_subject
 from schemas.targets import Channel
-from services.acks import ack_mux, publish_acked
+from services.acks import Ack, ack_mux
 from services.bus import DIGESTS, KV_DIGEST_STATE, KV_RECIPIENTS, SCHEDULES, Bus
 from services.digest_slack import digest_blocks, fallback_text
 from services.digest_view import DigestView, build_digest, render_digest_email
@@ -222,17 +222,26 @@ class DigestService:
         state, revision = await self._state(recipient.id)
         if state.get("period") == period and state.get("status") == "done":
             return DigestResult("done-already", period)
+        subject = digest_subject(recipient.id)
         if state.get("period") == period and state.get("status") == "sending":
-            through = int(state["through_seq"])  # resume the interrupted run as it was
+            # resume the interrupted run as it was: the same items, the same job ids
+            after, through = _after(state), int(state["through_seq"])
             items = await read_subject(
-                self.bus, DIGESTS, digest_subject(recipient.id), up_to_seq=through
+                self.bus, DIGESTS, subject, after_seq=after, up_to_seq=through
             )
         else:
-            items = await read_subject(self.bus, DIGESTS, digest_subject(recipient.id))
+            after = _after(state)
+            items = await read_subject(self.bus, DIGESTS, subject, after_seq=after)
             if not items and not self.settings.send_empty:
                 return DigestResult("empty", period)
-            through = items[-1].seq if items else 0
-            claimed = {**state, "period": period, "status": "sending", "through_seq": through}
+            through = items[-1].seq if items else after
+            claimed = {
+                **state,
+                "period": period,
+                "status": "sending",
+                "after_seq": after,
+                "through_seq": through,
+            }
             new_revision = await self._cas(recipient.id, claimed, revision)
             if new_revision is None:
                 return DigestResult("busy", period)
@@ -247,13 +256,11 @@ class DigestService:
             )
             for d in result.deliveries
         ]
+        queued_before = bool(tokens)
         for outcome in await mux.gather(tokens, ACK_WAIT_S):
             if isinstance(outcome, BaseException):
                 raise outcome  # not queued: the tick is retried, the same job ids dedupe
-        if through:
-            await self.bus.js.purge_stream(
-                DIGESTS, subject=digest_subject(recipient.id), seq=through + 1
-            )
+            queued_before = queued_before and outcome.duplicate
         previous = result.view.next_values if result.view else state.get("previous", {})
         done = {
             "period": period,
@@ -262,8 +269,32 @@ class DigestService:
             "previous": dict(previous),
             "sent_at": datetime.now(UTC).isoformat(),
         }
-        await self._cas(recipient.id, done, revision)
-        result.outcome = "sent" if result.deliveries else "empty"
+        # The purge and the "done" mark go out together. Reads start after the last
+        # digest's through_seq, so items a failed purge leaves behind are never sent again;
+        # the next digest's purge takes them away.
+        tokens = [await self._cas_publish(recipient.id, done, revision)]
+        if items:
+            purge = {"filter": subject, "seq": through + 1}
+            tokens.append(
+                await mux.request(f"$JS.API.STREAM.PURGE.{DIGESTS}", json.dumps(purge).encode())
+            )
+        outcomes = await mux.answers(tokens, ACK_WAIT_S)
+        if len(outcomes) > 1 and isinstance(outcomes[1], BaseException):
+            log.warning(
+                "could not purge the digest items of %s up to %d (%s); the next digest will",
+                recipient.id,
+                through,
+                outcomes[1],
+            )
+        marked = outcomes[0]
+        if isinstance(marked, BaseException) and not isinstance(marked, nats.js.errors.APIError):
+            raise marked  # not known to be marked: the retried tick sees what it is
+        # A resumed run whose digest was already queued (by the run that was killed, or by
+        # one still going in another process) finishes its work but did not send it.
+        if queued_before:
+            result.outcome = "done-already"
+        else:
+            result.outcome = "sent" if result.deliveries else "empty"
         return result
 
     def compose(
@@ -331,7 +362,9 @@ class DigestService:
         recipient = await self._recipient(recipient_id)
         at = at or datetime.now(UTC)
         state, _ = await self._state(recipient.id)
-        items = await read_subject(self.bus, DIGESTS, digest_subject(recipient.id))
+        items = await read_subject(
+            self.bus, DIGESTS, digest_subject(recipient.id), after_seq=_after(state)
+        )
         period = period_key(recipient.digest, recipient.timezone, at)
         result = self.compose(recipient, items, state.get("previous", {}), at, period)
         result.outcome = "sent" if result.deliveries else "empty"
@@ -361,16 +394,32 @@ class DigestService:
 
         Raises:
             TimeoutError: JetStream did not acknowledge the write in time.
+            nats.errors.Error: the write could not be sent.
         """
-        subject = f"$KV.{self.state._name}.{recipient_id}"
-        expect = {"Nats-Expected-Last-Subject-Sequence": str(revision)}
-        try:
-            ack = await publish_acked(
-                self.bus.nc, subject, json.dumps(value).encode(), expect, ACK_WAIT_S
-            )
-        except nats.js.errors.APIError:  # another run wrote first (wrong last sequence)
+        mux = ack_mux(self.bus.nc)
+        [outcome] = await mux.gather(
+            [await self._cas_publish(recipient_id, value, revision)], ACK_WAIT_S
+        )
+        if isinstance(outcome, nats.js.errors.APIError):  # another run wrote first
             return None
-        return ack.seq
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome.seq
+
+    async def _cas_publish(self, recipient_id: str, value: dict[str, Any], revision: int) -> str:
+        """Send the write of :meth:`_cas`; its token, for the connection's ack mux."""
+        return await ack_mux(self.bus.nc).publish(
+            f"$KV.{self.state._name}.{recipient_id}",
+            json.dumps(value).encode(),
+            {"Nats-Expected-Last-Subject-Sequence": str(revision)},
+        )
+
+
+def _after(state: dict[str, Any]) -> int:
+    """The last item sequence that an earlier digest already showed (0: none)."""
+    if state.get("status") == "done":
+        return int(state.get("through_seq", 0))
+    return int(state.get("after_seq", 0))  # a claimed run reads what came after its own
 
 
 async def schedule(bus: Bus, recipient: Recipient) -> None:

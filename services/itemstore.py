@@ -25,7 +25,7 @@ from typing import Any, Final
 import nats.errors
 from nats.aio.client import Client
 
-from services.acks import Headers, PerConnection, ReplyInbox
+from services.acks import Headers, PerConnection, ReplyInbox, within
 from services.bus import Bus
 
 EOB_STATUS = "204"
@@ -82,11 +82,14 @@ async def read_subject(
     stream: str,
     subject: str,
     *,
+    after_seq: int = 0,
     up_to_seq: int | None = None,
     batch: int = 1000,
     wait_s: float = 5.0,
 ) -> list[StoredMsg]:
-    """Every message on ``subject`` in ``stream`` (up to ``up_to_seq``), oldest first.
+    """Every message on ``subject`` in ``stream``, oldest first.
+
+    Only those after sequence ``after_seq`` and, if given, up to ``up_to_seq``.
 
     Raises:
         TimeoutError: the server did not answer within ``wait_s``.
@@ -94,7 +97,7 @@ async def read_subject(
     """
     reader = _reader(bus.nc)
     out: list[StoredMsg] = []
-    start = 1
+    start = after_seq + 1
     while True:
         got, more = await reader.batch(stream, subject, start, batch, up_to_seq, wait_s)
         out.extend(got)
@@ -162,7 +165,7 @@ class _Reader:
             await self._nc.publish(
                 f"$JS.API.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=reply
             )
-            more = await asyncio.wait_for(read.done, wait_s)
+            more = await within(read.done, wait_s, f"no answer from stream {stream} in time")
             return read.out, more
         finally:
             del self._reads[token]

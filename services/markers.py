@@ -21,7 +21,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
-from services.acks import Headers, ReplyInbox
+from services.acks import Headers, ReplyInbox, within
 
 MAX_BATCH: Final = 256
 """Keys asked for in one request (the request stays a few KiB)."""
@@ -121,7 +121,7 @@ class KeyLookup:
         request = {"multi_last": [self._prefix + k for k in keys], "batch": len(keys)}
         try:
             await self._nc.publish(self._api, json.dumps(request).encode(), reply=reply)
-            return await asyncio.wait_for(ask.done, self._timeout_s)
+            return await within(ask.done, self._timeout_s, "no answer from the KV bucket in time")
         finally:
             self._asks.pop(token, None)
 

@@ -101,3 +101,16 @@ async def test_a_plain_nats_py_connection_gets_its_answers_through_a_callback(
         assert stored.subject == "impact.acks.update.plain"
     finally:
         await plain.close()
+
+
+async def test_an_api_request_gets_its_json_answer_or_its_error(bus: Bus) -> None:
+    mux = ack_mux(bus.nc)
+    await publish_acked(bus.nc, "impact.acks.update.purged", b"{}", None, 5)
+    info = await mux.request("$JS.API.STREAM.INFO." + EVENTS, b"")
+    missing = await mux.request("$JS.API.STREAM.INFO.NO_SUCH_STREAM", b"")
+    answer, error = await mux.answers([info, missing], 5)
+    assert isinstance(answer, dict)
+    assert answer["config"]["name"] == EVENTS
+    assert answer["state"]["messages"] >= 1
+    assert isinstance(error, nats.js.errors.APIError)
+    assert error.code == 404

@@ -10,6 +10,7 @@ import pytest
 
 from schemas.events import new_event
 from schemas.subjects import digest_subject
+from services.acks import AckMux
 from services.bus import DELIVERIES, DIGESTS, Bus
 from services.digest import DigestService
 from services.directory import Directory
@@ -132,12 +133,14 @@ async def test_a_run_killed_midway_resumes_without_a_second_digest(
 ) -> None:
     await _setup(bus)
     service = await DigestService.open(bus)
-    real_purge = bus.js.purge_stream
+    real_write = DigestService._cas_publish
 
-    async def crash(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("killed between queueing the digest and purging the items")
+    async def crash(self: DigestService, rid: str, value: dict[str, object], rev: int) -> str:
+        if value["status"] == "done":  # the done mark and the purge go out together
+            raise RuntimeError("killed between queueing the digest and purging the items")
+        return await real_write(self, rid, value, rev)
 
-    monkeypatch.setattr(bus.js, "purge_stream", crash)
+    monkeypatch.setattr(DigestService, "_cas_publish", crash)
     with pytest.raises(RuntimeError):
         await service.run("ana", AT)
     assert len(await _jobs(bus)) == 1  # queued before the "crash"
@@ -155,13 +158,44 @@ async def test_a_run_killed_midway_resumes_without_a_second_digest(
             }
         ).encode(),
     )
-    monkeypatch.setattr(bus.js, "purge_stream", real_purge)
+    monkeypatch.setattr(DigestService, "_cas_publish", real_write)
     restarted = await DigestService.open(bus)
     result = await restarted.run("ana", AT)
-    assert result.outcome == "sent"
+    assert result.outcome == "done-already"  # it had been queued before the crash
     assert result.items == 3  # the same digest as before the crash...
     assert len(await _jobs(bus)) == 1  # ...which JetStream dropped as a duplicate
     assert await _waiting(bus, "ana") == 1  # "Meanwhile" waits for the next period
+
+
+def _later_item(title: str) -> bytes:
+    event = new_event("update", "somerville", "news", {"title": title})
+    return json.dumps({"event": json.loads(event.model_dump_json()), "channel": "email"}).encode()
+
+
+async def test_items_a_failed_purge_left_are_not_sent_again(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _setup(bus)
+    service = await DigestService.open(bus)
+    real_request = AckMux.request
+
+    async def lost_purge(self: AckMux, subject: str, payload: bytes) -> str:
+        # the purge reaches no stream: JetStream answers with an error
+        return await real_request(self, subject.replace(DIGESTS, "NO_SUCH_STREAM"), payload)
+
+    monkeypatch.setattr(AckMux, "request", lost_purge)
+    first = await service.run("ana", AT)
+    assert first.outcome == "sent"
+    assert "could not purge the digest items of ana" in caplog.text
+    assert await _waiting(bus, "ana") == 3  # still there...
+
+    monkeypatch.setattr(AckMux, "request", real_request)
+    await bus.js.publish(digest_subject("ana"), _later_item("Next day"))
+    nxt = await service.run("ana", AT.replace(day=21))
+    assert nxt.outcome == "sent"
+    assert nxt.items == 1  # ...but not shown again
+    assert await _waiting(bus, "ana") == 0  # and the next digest's purge took them away
+    assert len(await _jobs(bus)) == 2
 
 
 async def test_two_digest_processes_give_one_digest(bus: Bus, nats_server: object) -> None:
