@@ -24,13 +24,13 @@ from typing import Any, Final, Generic, NamedTuple, TypeVar, cast
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from services.natsclient import Client as DirectClient
+from services.natsclient import inline_status
 
-Headers = dict[str, str] | None
-ReplyHandler = Callable[[str, Headers, bytes], None]
+RawHeaders = bytes | None
+ReplyHandler = Callable[[str, RawHeaders, bytes], None]
 
 
 class Ack(NamedTuple):
@@ -51,11 +51,11 @@ class ReplyInbox:
     """One wildcard reply subscription (``<inbox>.*``) for many requests of a connection.
 
     Each request gets its own reply subject ``<inbox>.<n>``; ``on_reply(n, headers, data)``
-    sees every answer. Used by :class:`AckMux`, :class:`services.markers.KeyLookup` and
-    the item reads of :mod:`services.itemstore`: one subscription for all their requests
-    instead of one per request. On the hub's own client (:mod:`services.natsclient`) the
-    answers are handed over in the read loop (``subscribe_direct``); on a plain nats-py
-    client, through its subscription callback.
+    sees every answer, with its raw header block (see :mod:`services.natsclient`). Used by
+    :class:`AckMux`, :class:`services.markers.KeyLookup` and the item reads of
+    :mod:`services.itemstore`: one subscription for all their requests instead of one per
+    request, its answers handed over in the read loop (``subscribe_direct``), so it needs
+    the hub's own client (what :meth:`services.bus.Bus.connect` makes).
     """
 
     def __init__(self, nc: Client, on_reply: ReplyHandler) -> None:
@@ -75,23 +75,21 @@ class ReplyInbox:
         """Subscribe, once, however many callers ask at the same time."""
         async with self._lock:
             if self._sub is None:
+                if not isinstance(self._nc, DirectClient):
+                    raise TypeError(
+                        "reply inboxes need services.natsclient.Client (Bus.connect makes one)"
+                    )
                 prefix = self._nc.new_inbox() + "."
                 self._prefix = prefix
-                if isinstance(self._nc, DirectClient):
-                    self._sub = await self._nc.subscribe_direct(prefix + "*", self._direct)
-                else:
-                    self._sub = await self._nc.subscribe(prefix + "*", cb=self._dispatch)
+                self._sub = await self._nc.subscribe_direct(prefix + "*", self._direct)
 
     def new(self) -> tuple[str, str]:
         """A fresh (token, reply subject); call :meth:`start` first."""
         token = str(next(self._ids))
         return token, self._prefix + token
 
-    def _direct(self, subject: bytes, headers: Headers, data: bytes) -> None:
+    def _direct(self, subject: bytes, headers: RawHeaders, data: bytes) -> None:
         self._on_reply(subject[len(self._prefix) :].decode(), headers, data)
-
-    async def _dispatch(self, msg: Msg) -> None:
-        self._on_reply(msg.subject[len(self._prefix) :], msg.headers, msg.data)
 
     async def close(self) -> None:
         """Unsubscribe (answers still on their way are dropped)."""
@@ -210,7 +208,7 @@ class AckMux:
                 self._requests.discard(token)
         return [f.exception() or f.result() for f in futures]
 
-    def _on_ack(self, token: str, headers: Headers, data: bytes) -> None:
+    def _on_ack(self, token: str, headers: RawHeaders, data: bytes) -> None:
         future = self._futures.get(token)
         if future is None or future.done():
             return
@@ -265,10 +263,9 @@ def _expire(futures: list[asyncio.Future[Any]], why: str) -> None:
 _MUXES: Final[PerConnection[AckMux]] = PerConnection(AckMux)
 
 
-def api_answer(headers: Headers, data: bytes) -> dict[str, Any] | BaseException:
+def api_answer(headers: RawHeaders, data: bytes) -> dict[str, Any] | BaseException:
     """The JSON object of a JetStream answer (acknowledgement or API response), or its error."""
-    status = (headers or {}).get("Status")
-    if status == "503":
+    if inline_status(headers) == "503":
         return nats.js.errors.NoStreamResponseError()
     try:
         answer = json.loads(data)

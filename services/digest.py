@@ -41,7 +41,7 @@ from schemas.errors import InvalidInputError, NotFoundError
 from schemas.events import EVENT_ADAPTER, Event
 from schemas.subjects import delivery_subject, digest_subject, tick_subject
 from schemas.targets import Channel
-from services.acks import Ack, ack_mux
+from services.acks import ack_mux
 from services.bus import DIGESTS, KV_DIGEST_STATE, KV_RECIPIENTS, SCHEDULES, Bus
 from services.digest_slack import digest_blocks, fallback_text
 from services.digest_view import DigestView, build_digest, render_digest_email

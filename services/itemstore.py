@@ -25,8 +25,9 @@ from typing import Any, Final
 import nats.errors
 from nats.aio.client import Client
 
-from services.acks import Headers, PerConnection, ReplyInbox, within
+from services.acks import PerConnection, RawHeaders, ReplyInbox, within
 from services.bus import Bus
+from services.natsclient import header_value, inline_status, parse_headers
 
 EOB_STATUS = "204"
 _HEAD: Final = b'{"event":'
@@ -118,25 +119,26 @@ class _Read:
         self.cut = False  # a message past up_to_seq came: later ones wait for the next run
         self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
-    def add(self, headers: Mapping[str, str], data: bytes) -> None:
+    def add(self, headers: RawHeaders, data: bytes) -> None:
         if self.done.done():
             return  # an answer that came after its request timed out
-        status = headers.get("Status")
+        status = inline_status(headers)
         if status == EOB_STATUS:  # end of batch: more may follow if the batch was full
             self.done.set_result(len(self.out) == self.batch and not self.cut)
         elif status == "404":  # no (more) messages
             self.done.set_result(False)
         elif status is not None:
-            description = headers.get("Description", "")
+            description = (parse_headers(headers) or {}).get("Description", "")
             self.done.set_exception(
                 nats.errors.Error(f"direct get answered {status} {description}")
             )
         else:
-            seq = int(headers["Nats-Sequence"])
+            seq = int(header_value(headers, b"Nats-Sequence") or 0)
             if self.cut or (self.up_to_seq is not None and seq > self.up_to_seq):
                 self.cut = True
             else:
-                self.out.append(StoredMsg(seq, headers["Nats-Subject"], data))
+                subject = header_value(headers, b"Nats-Subject") or ""
+                self.out.append(StoredMsg(seq, subject, data))
 
 
 class _Reader:
@@ -170,10 +172,10 @@ class _Reader:
         finally:
             del self._reads[token]
 
-    def _on_reply(self, token: str, headers: Headers, data: bytes) -> None:
+    def _on_reply(self, token: str, headers: RawHeaders, data: bytes) -> None:
         read = self._reads.get(token)
         if read is not None:
-            read.add(headers or {}, data)
+            read.add(headers, data)
 
 
 _reader: Final[PerConnection[_Reader]] = PerConnection(_Reader)

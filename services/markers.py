@@ -21,7 +21,8 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
-from services.acks import Headers, ReplyInbox, within
+from services.acks import RawHeaders, ReplyInbox, within
+from services.natsclient import parse_headers
 
 MAX_BATCH: Final = 256
 """Keys asked for in one request (the request stays a few KiB)."""
@@ -125,11 +126,11 @@ class KeyLookup:
         finally:
             self._asks.pop(token, None)
 
-    def _on_reply(self, token: str, headers: Headers, data: bytes) -> None:
+    def _on_reply(self, token: str, raw: RawHeaders, data: bytes) -> None:
         ask = self._asks.get(token)
         if ask is None or ask.done.done():
             return  # an answer that came after its request timed out
-        headers = headers or {}
+        headers = parse_headers(raw) or {}
         status = headers.get("Status")
         if status is not None:
             if status in ("204", "404"):  # end of batch / none of the keys has a value

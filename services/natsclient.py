@@ -15,10 +15,10 @@ header value as a list, which breaks every reader of ``msg.headers``.)
 through a ``Msg`` object, an ``asyncio.Queue`` and a task that wakes up per message: about
 half of the ~14 us of Python a direct get reply cost. The reply inboxes of
 :mod:`services.acks` only ever file an answer under its request and resolve a future, so
-:meth:`Client.subscribe_direct` calls a plain function with the subject, the header
-mapping (:func:`parse_headers`, the same as nats-py's) and the payload, right where the
-read loop parsed the message. A handler must be quick and must not block; what it raises
-is logged, never raised into the read loop.
+:meth:`Client.subscribe_direct` calls a plain function with the subject, the raw header
+block and the payload, right where the read loop parsed the message. The handler reads
+only the headers it needs (an item read needs two of six). A handler must be quick and
+must not block; what it raises is logged, never raised into the read loop.
 """
 
 from __future__ import annotations
@@ -44,8 +44,12 @@ _PAIR: Final = re.compile("([!-9;-~]+): ([ -~]*)\r\n")
 _HDR_LINE: Final = b"NATS/1.0"
 _STATUS_LEN: Final = 3
 
-DirectHandler = Callable[[bytes, "dict[str, str] | None", bytes], None]
-"""``handler(subject, headers, payload)`` of one message, called in the read loop."""
+DirectHandler = Callable[[bytes, "bytes | None", bytes], None]
+"""``handler(subject, header block, payload)`` of one message, called in the read loop.
+
+The header block is raw (``NATS/1.0 ...``): read it with :func:`parse_headers`, or with
+:func:`inline_status` and :func:`header_value` where one or two values are all it needs.
+"""
 
 
 def _header_lines(raw: bytes) -> dict[str, str]:
@@ -102,6 +106,37 @@ def parse_headers(raw: bytes | None) -> dict[str, str] | None:
     return hdr or None
 
 
+def inline_status(raw: bytes | None) -> str | None:
+    """The status code of a header block's first line (``NATS/1.0 404 ...``), if it has one.
+
+    What ``parse_headers(raw).get("Status")`` gives, except for a stored message with a
+    header *named* ``Status``: nats-py takes that for a status, this does not.
+    """
+    if raw is None or raw[len(_HDR_LINE) : len(_HDR_LINE) + 1] != b" ":
+        return None
+    return (parse_headers(raw) or {}).get("Status")
+
+
+def header_value(raw: bytes | None, name: bytes) -> str | None:
+    """The value of header ``name`` in a header block, as :func:`parse_headers` has it.
+
+    ``name`` must be a plain header name (no colon or space). A server-written header
+    (``Nats-Sequence: 12``) is found by a search from the end: when nothing after its line
+    mentions ``name`` again, that line is the one the mapping keeps (the last wins).
+    Anything else is parsed.
+    """
+    if raw is None:
+        return None
+    at = raw.rfind(b"\r\n" + name + b": ")
+    if at >= 0:
+        start = at + len(name) + 4
+        end = raw.find(b"\r\n", start)
+        value = raw[start:end]
+        if end > 0 and value.isascii() and raw.find(name, end) < 0:
+            return value.decode().strip(_BYTES_SPACE)
+    return (parse_headers(raw) or {}).get(name.decode())
+
+
 class Client(_NatsClient):
     """``nats.aio.client.Client`` with faster headers and :meth:`subscribe_direct`."""
 
@@ -136,7 +171,7 @@ class Client(_NatsClient):
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
         try:
-            handler(subject, parse_headers(headers), data)
+            handler(subject, headers, data)
         except Exception:  # a handler's bug must not end the connection's read loop
             log.exception("a direct subscription's handler failed")
 
@@ -152,4 +187,4 @@ async def connect(servers: str, **options: Any) -> Client:
     return nc
 
 
-__all__ = ["Client", "DirectHandler", "connect", "parse_headers"]
+__all__ = ["Client", "DirectHandler", "connect", "header_value", "inline_status", "parse_headers"]

@@ -85,20 +85,14 @@ async def test_publish_acked_returns_the_ack_or_raises_the_refusal(bus: Bus) -> 
         await publish_acked(bus.nc, "nowhere.at.all", b"{}", None, 5)
 
 
-async def test_a_plain_nats_py_connection_gets_its_answers_through_a_callback(
-    bus: Bus, nats_server: EmbeddedNats
+async def test_a_plain_nats_py_connection_is_refused_with_a_clear_error(
+    nats_server: EmbeddedNats,
 ) -> None:
     plain = await nats.connect(nats_server.url)
     try:
         assert not isinstance(plain, DirectClient)
-        mux = ack_mux(plain)
-        ok = await mux.publish("impact.acks.update.plain", b"{}")
-        no_stream = await mux.publish("nowhere.plain", b"{}")
-        first, second = await mux.gather([ok, no_stream], 5)
-        assert isinstance(first, Ack)
-        assert isinstance(second, nats.js.errors.NoStreamResponseError)
-        stored = await bus.js.get_msg(EVENTS, first.seq)
-        assert stored.subject == "impact.acks.update.plain"
+        with pytest.raises(TypeError, match="services.natsclient.Client"):
+            await ack_mux(plain).publish("impact.acks.update.plain", b"{}")
     finally:
         await plain.close()
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from nats.aio.client import Client as NatsClient
 
 from services.bus import Bus
-from services.natsclient import Client, parse_headers
+from services.natsclient import Client, header_value, inline_status, parse_headers
 
 UPSTREAM = NatsClient._parse_header_lines
 OURS = Client._parse_header_lines
@@ -110,6 +110,45 @@ def test_message_headers_same_as_nats_py_on_random_blocks(
     assert parse_headers(raw) == upstream_headers(raw)
 
 
+@pytest.mark.parametrize("raw", STATUS_TABLE)
+def test_inline_status_is_the_status_line(raw: bytes) -> None:
+    assert inline_status(raw) == (upstream_headers(raw) or {}).get("Status")
+
+
+def test_a_header_named_status_is_no_status() -> None:
+    raw = b"NATS/1.0\r\nStatus: 404\r\n\r\n"  # a stored message's own header
+    assert (upstream_headers(raw) or {}).get("Status") == "404"  # nats-py is fooled
+    assert inline_status(raw) is None
+
+
+NAMES = [b"Nats-Sequence", b"Nats-Subject", b"K"]
+
+
+@pytest.mark.parametrize("raw", STATUS_TABLE + [b"NATS/1.0\r\nK: 1\r\n K : 2\r\n\r\n"])
+@pytest.mark.parametrize("name", NAMES)
+def test_header_value_is_the_mappings(raw: bytes, name: bytes) -> None:
+    assert header_value(raw, name) == (upstream_headers(raw) or {}).get(name.decode())
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Nats-Sequence", "Nats-Subject", " Nats-Sequence", "K", "Other"]),
+            st.sampled_from([": ", ":", " : ", ":  "]),
+            st.text(st.characters(min_codepoint=0x9, max_codepoint=0x17F), max_size=8),
+        ),
+        max_size=6,
+    ),
+    st.sampled_from(NAMES),
+)
+def test_header_value_is_the_mappings_on_random_blocks(
+    lines: list[tuple[str, str, str]], name: bytes
+) -> None:
+    body = "".join(f"{n}{s}{v}\r\n" for n, s, v in lines if "\r" not in v and "\n" not in v)
+    raw = f"NATS/1.0\r\n{body}\r\n".encode()
+    assert header_value(raw, name) == (upstream_headers(raw) or {}).get(name.decode())
+
+
 def test_no_header_block_is_no_headers() -> None:
     assert parse_headers(None) is None
     assert parse_headers(b"") is None
@@ -118,10 +157,10 @@ def test_no_header_block_is_no_headers() -> None:
 async def test_a_direct_subscription_gets_each_message_in_the_read_loop(bus: Bus) -> None:
     nc = bus.nc
     assert isinstance(nc, Client)
-    got: list[tuple[bytes, dict[str, str] | None, bytes]] = []
+    got: list[tuple[bytes, bytes | None, bytes]] = []
     done = asyncio.Event()
 
-    def handler(subject: bytes, headers: dict[str, str] | None, data: bytes) -> None:
+    def handler(subject: bytes, headers: bytes | None, data: bytes) -> None:
         got.append((subject, headers, data))
         if data == b"last":
             done.set()
@@ -131,7 +170,8 @@ async def test_a_direct_subscription_gets_each_message_in_the_read_loop(bus: Bus
     await nc.publish("direct.test", b"two", headers={"K": "v"})
     await nc.publish("direct.test", b"last")
     await asyncio.wait_for(done.wait(), 5)
-    assert got[:2] == [(b"direct.test", None, b"one"), (b"direct.test", {"K": "v"}, b"two")]
+    assert got[:2] == [(b"direct.test", None, b"one"), (b"direct.test", got[1][1], b"two")]
+    assert parse_headers(got[1][1]) == {"K": "v"}
     assert sub._pending_queue.empty()  # nothing went the queued way too
 
     await sub.unsubscribe()
@@ -152,7 +192,7 @@ async def test_a_failing_handler_is_logged_and_the_connection_goes_on(
     seen: list[bytes] = []
     after = asyncio.Event()
 
-    def handler(subject: bytes, headers: dict[str, str] | None, data: bytes) -> None:
+    def handler(subject: bytes, headers: bytes | None, data: bytes) -> None:
         seen.append(data)
         if data == b"boom":
             raise ValueError("handler bug")
