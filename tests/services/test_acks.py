@@ -91,7 +91,7 @@ async def test_a_plain_nats_py_connection_is_refused_with_a_clear_error(
     plain = await nats.connect(nats_server.url)
     try:
         assert not isinstance(plain, DirectClient)
-        with pytest.raises(TypeError, match="services.natsclient.Client"):
+        with pytest.raises(TypeError, match=r"services\.natsclient\.Client"):
             await ack_mux(plain).publish("impact.acks.update.plain", b"{}")
     finally:
         await plain.close()

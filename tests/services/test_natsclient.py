@@ -124,7 +124,7 @@ def test_a_header_named_status_is_no_status() -> None:
 NAMES = [b"Nats-Sequence", b"Nats-Subject", b"K"]
 
 
-@pytest.mark.parametrize("raw", STATUS_TABLE + [b"NATS/1.0\r\nK: 1\r\n K : 2\r\n\r\n"])
+@pytest.mark.parametrize("raw", [*STATUS_TABLE, b"NATS/1.0\r\nK: 1\r\n K : 2\r\n\r\n"])
 @pytest.mark.parametrize("name", NAMES)
 def test_header_value_is_the_mappings(raw: bytes, name: bytes) -> None:
     assert header_value(raw, name) == (upstream_headers(raw) or {}).get(name.decode())
