@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Final, Literal, cast
+from typing import Any, Final, Literal, cast
 from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
@@ -38,6 +38,8 @@ EXCERPT_LINES: Final = 3
 EXCERPT_CHARS: Final = 280
 BAR_WIDTH: Final = 10
 PART_CACHE: Final = 8192
+VIEW_CACHE: Final = 4096
+"""Entry views kept per (event, context); an event's views share its lifetime in here."""
 """Rendered digest entries kept for reuse (a few KiB each)."""
 
 MilestoneStatus = Literal["planned", "reached", "missed", "at-risk"]
@@ -330,9 +332,7 @@ class _Builder:
             elif isinstance(data, MeetingNotes):
                 meetings.append(self.meeting(e, data))
             else:
-                text, cut = excerpt(data.body)
-                url = str(data.url) if data.url else None
-                updates.append(UpdateView(initiative, e.topic, data.title, text, cut, url, e.time))
+                updates.append(self.update(e))
         shown = (m for m in milestones.values() if m.status != "planned" or m.overdue or m.upcoming)
         metric_views = (self.metric(evs[-1], len(evs)) for evs in metrics.values())
         return InitiativeDigest(
@@ -343,79 +343,138 @@ class _Builder:
             updates=tuple(sorted(updates, key=lambda u: u.time, reverse=True)),
         )
 
+    # The views of an event are made once per distinct context and shared: the events
+    # themselves are shared between recipients (see services.digest.read_item), and a
+    # view depends only on the event and the arguments of its maker below.
+
     def metric(self, event: Event, updates: int) -> MetricView:
-        data = event.data
-        assert isinstance(data, MetricUpdate)
-        key = f"{event.initiative}/{event.topic}"
-        value, target, baseline = data.value, data.target, data.baseline
-        better = 1.0 if data.direction == "increase" else -1.0
-        prev = self.previous.get(key)
-        reached = target is not None and (value - target) * better >= 0
-        progress: float | None = None
-        if target is not None and baseline is not None:
-            # (value - baseline) / (target - baseline) is right for both directions:
-            # baseline 20 -> target 15, value 17 gives -3 / -5 = 60 %.
-            span = target - baseline
-            raw = (value - baseline) / span if span else float(reached)
-            progress = min(max(raw, 0.0), 1.0)
-        reference = prev if prev is not None else baseline
-        return MetricView(
-            key=key,
-            initiative=event.initiative,
-            topic=event.topic,
-            indicator=data.indicator,
-            value=value,
-            unit=data.unit,
-            period=data.period,
-            baseline=baseline,
-            target=target,
-            direction=data.direction,
-            previous=prev,
-            change=None if prev is None else value - prev,
-            change_pct=None if not prev else (value - prev) / abs(prev) * 100,
-            progress=progress,
-            target_reached=reached,
-            wrong_way=reference is not None and (value - reference) * better < 0,
-            stale=self.now - event.time > self.stale_after,
-            updated_at=event.time,
-            updates=updates,
-            note=excerpt(data.note)[0] if data.note else None,
-        )
+        prev = self.previous.get(f"{event.initiative}/{event.topic}")
+        stale = self.now - event.time > self.stale_after
+        return _metric_view(_Same(event), updates, prev, stale)
 
     def milestone(self, event: Event, data: Milestone) -> MilestoneView:
-        due, today = data.due, self.today
-        planned = data.status == "planned" and due is not None
-        overdue = planned and due is not None and due < today
-        soon = planned and due is not None and today <= due <= today + timedelta(UPCOMING_DAYS)
-        note = excerpt(data.note)[0] if data.note else None
-        return MilestoneView(
-            event.initiative, event.topic, data.title, data.status, due, overdue, soon, note
-        )
+        return _milestone_view(_Same(event), self.today)
 
     def meeting(self, event: Event, data: MeetingNotes) -> MeetingView:
-        items = (
-            ActionItemView(
-                task=a.task,
-                owner=a.owner,
-                due=a.due,
-                mine=a.owner.strip().casefold() in self.me,
-                overdue=a.due is not None and a.due < self.today,
-                meeting=data.title,
-                initiative=event.initiative,
-            )
-            for a in data.action_items
-        )
-        return MeetingView(
+        mine = tuple(a.owner.strip().casefold() in self.me for a in data.action_items)
+        return _meeting_view(_Same(event), self.zone, mine, self.today)
+
+    def update(self, event: Event) -> UpdateView:
+        return _update_view(_Same(event))
+
+
+class _Same:
+    """An object as a cache key, by identity: nothing of it is hashed.
+
+    The key keeps the object alive while it is cached, so its id is not reused.
+    """
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
+def _data(ref: _Same) -> tuple[Event, Any]:
+    event = cast(Event, ref.obj)
+    return event, event.data
+
+
+@lru_cache(maxsize=VIEW_CACHE)
+def _metric_view(ref: _Same, updates: int, prev: float | None, stale: bool) -> MetricView:
+    event, data = _data(ref)
+    assert isinstance(data, MetricUpdate)
+    key = f"{event.initiative}/{event.topic}"
+    value, target, baseline = data.value, data.target, data.baseline
+    better = 1.0 if data.direction == "increase" else -1.0
+    reached = target is not None and (value - target) * better >= 0
+    progress: float | None = None
+    if target is not None and baseline is not None:
+        # (value - baseline) / (target - baseline) is right for both directions:
+        # baseline 20 -> target 15, value 17 gives -3 / -5 = 60 %.
+        span = target - baseline
+        raw = (value - baseline) / span if span else float(reached)
+        progress = min(max(raw, 0.0), 1.0)
+    reference = prev if prev is not None else baseline
+    return MetricView(
+        key=key,
+        initiative=event.initiative,
+        topic=event.topic,
+        indicator=data.indicator,
+        value=value,
+        unit=data.unit,
+        period=data.period,
+        baseline=baseline,
+        target=target,
+        direction=data.direction,
+        previous=prev,
+        change=None if prev is None else value - prev,
+        change_pct=None if not prev else (value - prev) / abs(prev) * 100,
+        progress=progress,
+        target_reached=reached,
+        wrong_way=reference is not None and (value - reference) * better < 0,
+        stale=stale,
+        updated_at=event.time,
+        updates=updates,
+        note=excerpt(data.note)[0] if data.note else None,
+    )
+
+
+@lru_cache(maxsize=VIEW_CACHE)
+def _milestone_view(ref: _Same, today: date) -> MilestoneView:
+    event, data = _data(ref)
+    assert isinstance(data, Milestone)
+    due = data.due
+    planned = data.status == "planned" and due is not None
+    overdue = planned and due is not None and due < today
+    soon = planned and due is not None and today <= due <= today + timedelta(UPCOMING_DAYS)
+    note = excerpt(data.note)[0] if data.note else None
+    return MilestoneView(
+        event.initiative, event.topic, data.title, data.status, due, overdue, soon, note
+    )
+
+
+@lru_cache(maxsize=VIEW_CACHE)
+def _meeting_view(ref: _Same, zone: ZoneInfo, mine: tuple[bool, ...], today: date) -> MeetingView:
+    event, data = _data(ref)
+    assert isinstance(data, MeetingNotes)
+    items = (
+        ActionItemView(
+            task=a.task,
+            owner=a.owner,
+            due=a.due,
+            mine=is_mine,
+            overdue=a.due is not None and a.due < today,
+            meeting=data.title,
             initiative=event.initiative,
-            topic=event.topic,
-            title=data.title,
-            held_at=data.held_at.astimezone(self.zone),
-            zone=self.zone.key,
-            summary=excerpt(data.summary)[0],
-            decisions=tuple(excerpt(d)[0] for d in data.decisions),
-            action_items=tuple(sorted(items, key=_action_order)),
-            attendees=len(data.attendees),
         )
+        for a, is_mine in zip(data.action_items, mine, strict=True)
+    )
+    return MeetingView(
+        initiative=event.initiative,
+        topic=event.topic,
+        title=data.title,
+        held_at=data.held_at.astimezone(zone),
+        zone=zone.key,
+        summary=excerpt(data.summary)[0],
+        decisions=tuple(excerpt(d)[0] for d in data.decisions),
+        action_items=tuple(sorted(items, key=_action_order)),
+        attendees=len(data.attendees),
+    )
+
+
+@lru_cache(maxsize=VIEW_CACHE)
+def _update_view(ref: _Same) -> UpdateView:
+    event, data = _data(ref)
+    text, cut = excerpt(data.body)
+    url = str(data.url) if data.url else None
+    return UpdateView(event.initiative, event.topic, data.title, text, cut, url, event.time)
 
 
 def _milestone_order(m: MilestoneView) -> tuple[int, int, date, str]:

@@ -334,6 +334,37 @@ def test_overdue_uses_the_recipients_date() -> None:
     assert not view.initiatives[0].meetings[0].action_items[0].overdue
 
 
+def test_one_event_seen_by_different_recipients_gets_each_their_view() -> None:
+    # Views are made once per (event, context) and shared: the context must be all of it.
+    m = metric(17, baseline=20, target=15, direction="decrease")
+    mt = meeting([{"task": "Book the hall", "owner": "Ana Silva", "due": "2026-11-21"}])
+    ms = milestone("Launch", "planned", date(2026, 11, 21))
+    bob = ANA.model_copy(update={"id": "bob", "name": "Bob", "timezone": "Asia/Dhaka"})
+
+    def views(who: Recipient, previous: dict[str, float], now: datetime) -> tuple[Any, ...]:
+        [section] = build_digest(who, [m, mt, ms], previous, now).initiatives
+        return section.metrics[0], section.meetings[0], section.milestones[0]
+
+    ana = views(ANA, {"somerville/bmi": 18}, NOW)
+    assert views(ANA, {"somerville/bmi": 18}, NOW) == ana  # the same context, the same views
+    other = views(bob, {"somerville/bmi": 16}, NOW - timedelta(days=2))
+    assert (ana[0].change, other[0].change) == (-1, 1)
+    assert (ana[0].wrong_way, other[0].wrong_way) == (False, True)
+    assert ana[1].action_items[0].mine
+    assert not other[1].action_items[0].mine
+    assert (ana[1].held_text, other[1].held_text) == (
+        "Thu 19 Nov 2026, 10:00",  # New York
+        "Thu 19 Nov 2026, 21:00",  # Dhaka
+    )
+    assert ana[1].action_items[0].overdue
+    assert not other[1].action_items[0].overdue
+    assert ana[2].overdue
+    assert not other[2].overdue
+    stale = views(ANA, {"somerville/bmi": 18}, NOW + timedelta(days=60))
+    assert stale[0].stale
+    assert not ana[0].stale
+
+
 def test_naive_now_rejected() -> None:
     with pytest.raises(InvalidInputError):
         build_digest(ANA, [], {}, datetime(2026, 1, 1))
