@@ -254,7 +254,7 @@ class DigestService:
         tokens = [
             await mux.publish(
                 delivery_subject(d.target.channel, "digest"),
-                d.model_dump_json().encode(),
+                d.__pydantic_serializer__.to_json(d),  # model_dump_json's bytes, not re-encoded
                 {"Nats-Msg-Id": d.job_id},
             )
             for d in result.deliveries
