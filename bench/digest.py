@@ -17,17 +17,20 @@ What is measured:
   recipient are made just before its compose, outside the timed part, and dropped after,
   as a service would.
 * **run()** on a real nats-server: all items are published to ``DIGESTS`` first
-  (pipelined); then ``DigestService.run(recipient, at)`` for ``--run-recipients``
-  recipients from 16 concurrent runs (as ``run_digest`` does), each reading its items
-  with the batched direct get, claiming the period in KV, publishing the deliveries,
-  purging the items and marking the period done. The recipients mirror is loaded first
+  (pipelined); then ``DigestService.run(recipient, at)`` for every recipient (up to
+  ``--run-recipients``, all 10,000 by default: a tick burst as the issue sizes it) from 16
+  concurrent runs (as ``run_digest`` does), each reading its items with the batched
+  direct get, claiming the period in KV, publishing the deliveries, purging the items and
+  marking the period done. The recipients mirror is loaded first
   (``DigestService.recipients.start()``), and its load time is reported too.
-* **raw NATS** (the baseline of run()): the same NATS work per digest with bare nats-py,
-  16 at a time, on the next recipients: read the items by batched direct get, publish one
-  delivery-sized message and wait for its ack, purge. No state, parsing or rendering: the
-  ceiling of a digest run on this machine and client library.
-* **scale-out**: ``--processes`` digest processes (spawned) share the runs of the next
-  recipients, as several ``impactbus run digest`` processes share the tick consumer.
+* **scale-out**: the same items are published again, and ``--processes`` digest
+  processes (spawned, so their caches start cold) share the runs of the next day's
+  period, as several ``impactbus run digest`` processes share the tick consumer.
+* **raw NATS** (the baseline of run()): the items of ``--raw-recipients`` recipients are
+  published again, and the same NATS work per digest is done with bare nats-py, 16 at a
+  time: read the items by batched direct get, publish one delivery-sized message and wait
+  for its ack, purge. No state, parsing or rendering: what a digest run costs on this
+  machine with the stock client library.
 
 Peak RSS is measured per phase (``VmHWM``, reset before each phase where the kernel
 allows it). ``--profile`` writes a pyinstrument profile of a slice of the run() phase.
@@ -72,6 +75,7 @@ from bench.common import (  # noqa: E402
 )
 
 AT = datetime(2026, 11, 20, 13, 0, tzinfo=UTC)
+NEXT_DAY = AT + timedelta(days=1)  # the scale-out phase's period
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Dhaka")
 SEED = 20261120
 
@@ -228,7 +232,7 @@ async def publish_items(bus: Any, world: World, recipients: int, items: int) -> 
 
     start = time.perf_counter()
     futures = []
-    for r in range(recipients):
+    for r in range(recipients):  # the same items for a recipient each time (seeded)
         subject = digest_subject(f"reader-{r:05d}")
         for payload in world.items(r, items):
             futures.append(await bus.js.publish_async(subject, payload))
@@ -245,13 +249,13 @@ async def run_phase(url: str, world: World, args: Any, profile: str | None) -> d
 
     bus = await connect_bus(url)
     out: dict[str, float] = {}
-    out["publish_s"] = await publish_items(bus, world, args.recipients, args.items)
+    out["publish_s"] = await publish_items(bus, world, args.run_recipients, args.items)
     kv = await bus.kv(KV_RECIPIENTS)
     futures = [
         await bus.js.publish_async(
             f"$KV.{KV_RECIPIENTS}.reader-{r:05d}", world.recipient(r).model_dump_json().encode()
         )
-        for r in range(min(args.recipients, args.run_recipients * 3))
+        for r in range(args.run_recipients)
     ]
     await asyncio.gather(*futures)
     del kv
@@ -314,6 +318,13 @@ def run_child(url: str, rids: list[str], go: Any, results: Any) -> None:
     results.put(asyncio.run(_child_runs(url, rids, go)))
 
 
+async def republish(url: str, world: World, recipients: int, items: int) -> None:
+    """Publish the first ``recipients``' items again (a later phase's digests)."""
+    bus = await connect_bus(url)
+    await publish_items(bus, world, recipients, items)
+    await bus.close()
+
+
 async def _child_runs(url: str, rids: list[str], go: Any) -> tuple[int, float, float]:
     from services.bus import Bus, NatsSettings
     from services.digest import DigestService
@@ -327,7 +338,7 @@ async def _child_runs(url: str, rids: list[str], go: Any) -> tuple[int, float, f
     async def worker() -> None:
         nonlocal sent
         while todo:
-            result = await service.run(todo.pop(), AT)
+            result = await service.run(todo.pop(), NEXT_DAY)
             sent += result.outcome == "sent"
 
     await asyncio.to_thread(go.wait)
@@ -422,15 +433,17 @@ def main() -> int:
     p.add_argument("--initiatives", type=int, default=60)
     p.add_argument("--events", type=int, default=40, help="events per initiative")
     p.add_argument("--compose-seconds", type=float, default=20, help="time bound of compose")
-    p.add_argument("--run-recipients", type=int, default=1000, help="recipients run()")
-    p.add_argument("--run-seconds", type=float, default=15, help="time bound of run() phase")
+    p.add_argument("--run-recipients", type=int, default=10_000, help="recipients run()")
+    p.add_argument("--run-seconds", type=float, default=60, help="time bound of run() phase")
+    p.add_argument("--raw-recipients", type=int, default=3000, help="recipients, raw NATS")
     p.add_argument("--processes", type=int, default=2, help="digest processes, scale-out phase")
     p.add_argument("--profile", metavar="FILE", help="pyinstrument text profile of run()")
     args = p.parse_args()
     if args.quick:
-        args.recipients, args.run_recipients = 1500, 300
+        args.recipients, args.run_recipients, args.raw_recipients = 1500, 1500, 500
         args.compose_seconds, args.run_seconds = 5, 6
-    args.run_recipients = min(args.run_recipients, args.recipients // 3)
+    args.run_recipients = min(args.run_recipients, args.recipients)
+    args.raw_recipients = min(args.raw_recipients, args.run_recipients)
     on_sigterm_exit()
     quiet_logs()
 
@@ -439,11 +452,12 @@ def main() -> int:
     c = compose_phase(world, args.recipients, args.items, args.compose_seconds)
     with nats_server() as server:
         r = asyncio.run(run_phase(server.url, world, args, args.profile))
-        # the next run_recipients recipients (items and recipients already published)
-        x = scale_out_phase(server.url, args.run_recipients, args.run_recipients, args.processes)
-        raw = asyncio.run(
-            raw_phase(server.url, 2 * args.run_recipients, args.run_recipients, int(c["bytes"]))
-        )
+        done = int(r["runs"])  # the recipients whose items run() took (and purged)
+        asyncio.run(republish(server.url, world, done, args.items))
+        x = scale_out_phase(server.url, 0, done, args.processes)
+        raw_n = min(args.raw_recipients, done)
+        asyncio.run(republish(server.url, world, raw_n, args.items))
+        raw = asyncio.run(raw_phase(server.url, 0, raw_n, int(c["bytes"])))
 
     compose_rate = c["digests"] / c["seconds"]
     run_rate = r["sent_runs"] / r["run_s"] if r["run_s"] else 0.0
@@ -497,8 +511,8 @@ def main() -> int:
         target="(info)",
     )
     report.add(
-        f"setup: {args.recipients * args.items:,} items published to DIGESTS, pipelined",
-        num(args.recipients * args.items / r["publish_s"], "msg/s"),
+        f"setup: {args.run_recipients * args.items:,} items published to DIGESTS, pipelined",
+        num(args.run_recipients * args.items / r["publish_s"], "msg/s"),
         target="(setup)",
     )
     report.note(

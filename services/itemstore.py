@@ -110,11 +110,14 @@ async def read_subject(
 class _Read:
     """One batch on its way: collected in the reply callback, awaited once."""
 
-    __slots__ = ("batch", "cut", "done", "out", "up_to_seq")
+    __slots__ = ("batch", "cut", "done", "out", "subject", "up_to_seq")
 
-    def __init__(self, batch: int, up_to_seq: int | None) -> None:
+    def __init__(self, subject: str, batch: int, up_to_seq: int | None) -> None:
         self.batch = batch
         self.up_to_seq = up_to_seq
+        # a literal subject is every message's: no need to read it from each one's headers
+        wild = "*" in subject.split(".") or subject.endswith(".>") or subject == ">"
+        self.subject = None if wild else subject
         self.out: list[StoredMsg] = []
         self.cut = False  # a message past up_to_seq came: later ones wait for the next run
         self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -137,7 +140,7 @@ class _Read:
             if self.cut or (self.up_to_seq is not None and seq > self.up_to_seq):
                 self.cut = True
             else:
-                subject = header_value(headers, b"Nats-Subject") or ""
+                subject = self.subject or header_value(headers, b"Nats-Subject") or ""
                 self.out.append(StoredMsg(seq, subject, data))
 
 
@@ -161,7 +164,7 @@ class _Reader:
         if not self._inbox.started:
             await self._inbox.start()
         token, reply = self._inbox.new()
-        read = self._reads[token] = _Read(batch, up_to_seq)
+        read = self._reads[token] = _Read(subject, batch, up_to_seq)
         req = {"seq": start, "next_by_subj": subject, "batch": batch}
         try:
             await self._nc.publish(

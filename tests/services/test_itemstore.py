@@ -52,3 +52,22 @@ async def test_concurrent_reads_each_get_their_own_messages(bus: Bus) -> None:
 async def test_a_stream_that_cannot_answer_is_an_error_not_an_empty_read(bus: Bus) -> None:
     with pytest.raises(nats.errors.Error, match="503"):
         await read_subject(bus, "NOSUCHSTREAM", "digest.ana", wait_s=2)
+
+
+async def test_a_wildcard_read_gives_each_message_its_own_subject(bus: Bus) -> None:
+    ana = await _publish(bus, "digest.ana", 2)
+    ben = await _publish(bus, "digest.ben", 2)
+
+    got = await read_subject(bus, DIGESTS, "digest.*")
+
+    assert [(m.seq, m.subject) for m in got] == sorted(
+        [(s, "digest.ana") for s in ana] + [(s, "digest.ben") for s in ben]
+    )
+
+
+async def test_after_seq_skips_what_an_earlier_read_took(bus: Bus) -> None:
+    seqs = await _publish(bus, "digest.ana", 6)
+
+    got = await read_subject(bus, DIGESTS, "digest.ana", after_seq=seqs[3])
+
+    assert [m.seq for m in got] == seqs[4:]
