@@ -44,7 +44,12 @@ from schemas.targets import CHANNELS, Channel
 from services.acks import ack_mux
 from services.bus import DIGESTS, KV_DIGEST_STATE, KV_RECIPIENTS, SCHEDULES, Bus
 from services.digest_slack import digest_blocks, fallback_text
-from services.digest_view import DigestView, build_digest, render_digest_email
+from services.digest_view import (
+    DigestView,
+    build_digest,
+    digest_subject_line,
+    render_digest_email,
+)
 from services.directory import Directory
 from services.itemstore import StoredMsg, read_subject, split_digest_item
 from services.markers import KeyLookup
@@ -342,16 +347,15 @@ class DigestService:
                 locale=recipient.locale,
                 digest_period=period,
             )
-            links = self.links(base)
-            subject, text, html = render_digest_email(view, links.preferences)
-            rendered = Rendered(
-                subject=subject[:300],
-                text=text,
-                html=html,
-                blocks=digest_blocks(view) if channel == "slack" else None,
-            )
-            if channel == "slack":
-                rendered = rendered.model_copy(update={"text": fallback_text(view)})
+            if channel == "slack":  # Block Kit and its text fallback: no email to render
+                rendered = Rendered(
+                    subject=digest_subject_line(view)[:300],
+                    text=fallback_text(view),
+                    blocks=digest_blocks(view),
+                )
+            else:
+                subject, text, html = render_digest_email(view, self.links(base).preferences)
+                rendered = Rendered(subject=subject[:300], text=text, html=html)
             result.deliveries.append(base.model_copy(update={"rendered": rendered}))
             result.channels.append(channel)
         return result

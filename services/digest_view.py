@@ -502,7 +502,7 @@ def render_digest_email(view: DigestView, links_preferences: str | None) -> tupl
     """
     if links_preferences is not None and not links_preferences.startswith(("https://", "http://")):
         raise InvalidInputError(f"preferences link {links_preferences!r} is not an http(s) URL")
-    subject = _subject(view)
+    subject = digest_subject_line(view)
 
     def text_parts(kind: str, entries: Iterable[object]) -> str:
         return "".join([_part("text", kind, e) for e in entries])
@@ -535,7 +535,8 @@ def _part(fmt: str, kind: str, entry: object) -> str:
     return cast(str, macro(entry))
 
 
-def _subject(view: DigestView) -> str:
+def digest_subject_line(view: DigestView) -> str:
+    """The digest's subject line (the email's subject, the Slack digest's too)."""
     kind = "Daily" if view.frequency == "daily" else "Weekly"
     if view.is_empty:
         return f"{kind} digest {view.period}: nothing new"

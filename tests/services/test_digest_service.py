@@ -249,3 +249,30 @@ async def test_schedule_is_a_server_side_cron_in_the_recipients_zone(bus: Bus) -
         assert msg.headers["Nats-Schedule-Time-Zone"] == "Europe/Berlin"
     finally:
         await service.stop()
+
+
+def test_a_slack_digest_is_block_kit_with_its_fallback_and_no_email_render() -> None:
+    from schemas.directory import Recipient
+    from services.digest_slack import fallback_text
+    from services.itemstore import StoredMsg, digest_item
+
+    reader = Recipient(id="ana", email="ana@ngo.example", slack_channel="#ana", name="Ana")
+    event = new_event("update", "somerville", "news", {"title": "Hall <booked>"})
+    raw = event.model_dump_json().encode()
+    items = [
+        StoredMsg(i + 1, "digest.ana", digest_item(raw, {"recipient": "ana", "channel": ch}))
+        for i, ch in enumerate(("email", "slack"))
+    ]
+    result = DigestService(None, None, None).compose(  # type: ignore[arg-type]
+        reader, items, {}, AT, "2026-11-20"
+    )
+    email, slack = result.deliveries
+    assert (email.target.channel, slack.target.channel) == ("email", "slack")
+    assert email.rendered is not None
+    assert slack.rendered is not None
+    assert "Hall &lt;booked&gt;" in (email.rendered.html or "")
+    assert slack.rendered.html is None
+    assert slack.rendered.blocks
+    assert result.view is not None
+    assert slack.rendered.text == fallback_text(result.view)
+    assert slack.rendered.subject == email.rendered.subject
