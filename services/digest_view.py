@@ -17,7 +17,7 @@ from being flagged.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -504,19 +504,42 @@ def render_digest_email(view: DigestView, links_preferences: str | None) -> tupl
         raise InvalidInputError(f"preferences link {links_preferences!r} is not an http(s) URL")
     subject = digest_subject_line(view)
 
-    def text_parts(kind: str, entries: Iterable[object]) -> str:
-        return "".join([_part("text", kind, e) for e in entries])
-
-    def html_parts(kind: str, entries: Iterable[object]) -> Markup:
-        # each part is Markup already (escaped when rendered): join without re-escaping
-        return Markup("".join([_part("html", kind, e) for e in entries]))  # noqa: S704
-
     context = {"view": view, "subject": subject, "preferences_url": links_preferences}
     return (
         subject,
-        render("digest/email.txt.j2", parts=text_parts, **context),
-        render("digest/email.html.j2", parts=html_parts, **context),
+        render("digest/email.txt.j2", **context, **_entry_parts("text", view, str)),
+        render("digest/email.html.j2", **context, **_entry_parts("html", view, Markup)),
     )
+
+
+_KINDS: Final = (
+    ("metric", "metrics"),
+    ("milestone", "milestones"),
+    ("meeting", "meetings"),
+    ("update", "updates"),
+)
+
+
+def _entry_parts(fmt: str, view: DigestView, wrap: Callable[[str], str]) -> dict[str, Any]:
+    """The rendered entries of ``view`` for the email templates, joined per list.
+
+    ``yours``: the recipient's action items (HTML only: the text template lists them
+    itself); ``sections[i][kind]``: the entries of kind ``kind`` (``metric``, ...) of
+    ``view.initiatives[i]``. Joined here rather than through
+    a template function call per list (jinja's call machinery costs more than the join).
+    HTML parts are ``Markup`` already (escaped when rendered): joined without re-escaping.
+    """
+    sections = [
+        {
+            kind: wrap("".join([_part(fmt, kind, e) for e in getattr(s, attr)]))
+            for kind, attr in _KINDS
+        }
+        for s in view.initiatives
+    ]
+    if fmt != "html":
+        return {"sections": sections}
+    yours = wrap("".join([_part(fmt, "your_action", a) for a in view.my_action_items]))
+    return {"sections": sections, "yours": yours}
 
 
 _PARTS: Final = {"text": "digest/parts.txt.j2", "html": "digest/parts.html.j2"}
