@@ -208,7 +208,7 @@ def compose_phase(world: World, recipients: int, items: int, seconds: float) -> 
 def render_only(world: World, service: Any, recipients: int, items: int) -> float:
     """Baseline: digests/s of the two Jinja renders alone (text + HTML) of the same views,
     each rendered from scratch (the cache of rendered entries emptied before each)."""
-    from services.digest_view import _part, render_digest_email
+    from services.digest_view import _part, _part_of, render_digest_email
 
     views = []
     for r in range(recipients):
@@ -220,9 +220,11 @@ def render_only(world: World, service: Any, recipients: int, items: int) -> floa
     t0 = time.perf_counter()
     for view, preferences in views:
         _part.cache_clear()
+        _part_of.cache_clear()
         render_digest_email(view, preferences)
     rate = len(views) / (time.perf_counter() - t0)
     _part.cache_clear()
+    _part_of.cache_clear()
     return rate
 
 

@@ -538,11 +538,26 @@ def _entry_parts(fmt: str, view: DigestView, wrap: Callable[[str], str]) -> dict
     ]
     if fmt != "html":
         return {"sections": sections}
-    yours = wrap("".join([_part(fmt, "your_action", a) for a in view.my_action_items]))
+    yours = wrap("".join([_shown(fmt, "your_action", a) for a in view.my_action_items]))
     return {"sections": sections, "yours": yours}
 
 
 _PARTS: Final = {"text": "digest/parts.txt.j2", "html": "digest/parts.html.j2"}
+
+
+def _shown(fmt: str, kind: str, entry: object) -> str:
+    """:func:`_part`, found first by the entry's identity.
+
+    Entry views are shared per (event, context) (see ``_metric_view`` and co.), so the
+    same view object comes back digest after digest; hashing it by identity skips hashing
+    its fields, which costs more than the lookup itself.
+    """
+    return _part_of(fmt, kind, _Same(entry))
+
+
+@lru_cache(maxsize=PART_CACHE)
+def _part_of(fmt: str, kind: str, ref: _Same) -> str:
+    return _part(fmt, kind, ref.obj)
 
 
 @lru_cache(maxsize=PART_CACHE)
