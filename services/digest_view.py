@@ -328,7 +328,7 @@ class _Builder:
             if isinstance(data, MetricUpdate):
                 metrics.setdefault(e.topic, []).append(e)
             elif isinstance(data, Milestone):
-                milestones[e.topic] = self.milestone(e, data)
+                milestones[e.topic] = self.milestone(e)
             elif isinstance(data, MeetingNotes):
                 meetings.append(self.meeting(e, data))
             else:
@@ -352,7 +352,7 @@ class _Builder:
         stale = self.now - event.time > self.stale_after
         return _metric_view(_Same(event), updates, prev, stale)
 
-    def milestone(self, event: Event, data: Milestone) -> MilestoneView:
+    def milestone(self, event: Event) -> MilestoneView:
         return _milestone_view(_Same(event), self.today)
 
     def meeting(self, event: Event, data: MeetingNotes) -> MeetingView:

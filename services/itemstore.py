@@ -25,6 +25,7 @@ from typing import Any, Final
 import nats.errors
 from nats.aio.client import Client
 
+from schemas.subjects import is_wildcard
 from services.acks import PerConnection, RawHeaders, ReplyInbox, within
 from services.bus import Bus
 from services.natsclient import header_value, inline_status, parse_headers
@@ -116,8 +117,7 @@ class _Read:
         self.batch = batch
         self.up_to_seq = up_to_seq
         # a literal subject is every message's: no need to read it from each one's headers
-        wild = "*" in subject.split(".") or subject.endswith(".>") or subject == ">"
-        self.subject = None if wild else subject
+        self.subject = None if is_wildcard(subject) else subject
         self.out: list[StoredMsg] = []
         self.cut = False  # a message past up_to_seq came: later ones wait for the next run
         self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
