@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: up demo test lint typecheck bench install browser clean
+.PHONY: up demo test test-fast lint typecheck bench install browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ browser:
 ## Run the whole test suite (what CI runs).
 test: install browser
 	$(BIN)/python -m pytest
+
+## The inner loop: unit and component tests, no e2e, deploy or browser tests.
+test-fast: install
+	$(BIN)/python -m pytest -m "not e2e and not browser" --ignore=tests/deploy -q
 
 lint: install
 	$(BIN)/ruff check .
