@@ -34,7 +34,7 @@ FlagMap = Mapping[str, Flag]
 """Field path (``data.due``; list positions left out: ``data.action_items.due``) -> flag."""
 
 DATE: Final = "a date like 2027-01-31"
-DATETIME: Final = "a date and time like 2027-01-31T18:00 or 2027-01-31T18:00-05:00"
+DATETIME: Final = "a date and time with its UTC offset, like 2027-01-31T18:00-05:00"
 NUMBER: Final = "a number like 17.5"
 
 RECIPIENT_FLAGS: Final[FlagMap] = {
@@ -89,7 +89,7 @@ _FORMAT_ERRORS: Final[Mapping[str, str]] = {
     "datetime_parsing": DATETIME,
     "datetime_type": DATETIME,
     "datetime_from_date_parsing": DATETIME,
-    "timezone_aware": "a date and time with its UTC offset, like 2027-01-31T18:00-05:00",
+    "timezone_aware": DATETIME,
     "float_parsing": NUMBER,
     "float_type": NUMBER,
     "int_parsing": "a whole number like 3",
