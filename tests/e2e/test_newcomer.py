@@ -238,7 +238,7 @@ def test_dev_outbox_lines_show_and_the_sign_in_token(
         number = email.split()[0]
         shown = h.cli("outbox", "show", number).stdout
         assert "To: maria@school.example" in shown
-        assert "Subject: Walking school bus" in shown
+        assert "Subject: [somerville] Walking school bus" in shown
         assert "List-Unsubscribe: " in shown
         assert "And Fridays." in shown
         assert "<html" not in shown.lower()
