@@ -24,7 +24,7 @@ from notifiers.base import LinkMaker, NotifierBase, TransientDeliveryError
 from notifiers.email import email_parts
 from notifiers.slack import compose_slack
 from schemas.delivery import Delivery, DeliveryResult
-from schemas.errors import BusUnavailableError, InvalidInputError
+from schemas.errors import BusUnavailableError, InvalidInputError, NotFoundError
 from schemas.subjects import outbox_subject
 
 OUTBOX_STREAM: Final = "OUTBOX"
@@ -136,6 +136,9 @@ async def read_outbox(
 ) -> list[OutboxEntry]:
     """The newest ``limit`` outbox entries (of one channel, or all), oldest first.
 
+    Each entry carries its stream sequence as ``seq``: the number :func:`get_outbox_entry`
+    takes (``impactbus outbox show <n>``).
+
     Walks the stream backwards from its last sequence, one message get per sequence: a
     dev outbox is small (the stream keeps 10,000 messages) and this needs no consumer.
 
@@ -157,8 +160,29 @@ async def read_outbox(
                 continue
             entry = json.loads(msg.data)
             if isinstance(entry, dict):
-                entries.append(entry)
+                entries.append({**entry, "seq": msg.seq})
     except (TimeoutError, nats.errors.Error, OSError) as exc:
         raise BusUnavailableError(f"cannot read the outbox: {exc or type(exc).__name__}") from exc
     entries.reverse()
     return entries
+
+
+async def get_outbox_entry(js: JetStreamContext, seq: int) -> OutboxEntry:
+    """The outbox entry with stream sequence ``seq`` (the number :func:`read_outbox` gives).
+
+    Raises:
+        NotFoundError: no such entry (never recorded, or aged out of the stream).
+        BusUnavailableError: NATS could not be asked.
+    """
+    try:
+        msg = await js.get_msg(OUTBOX_STREAM, seq=seq)
+    except nats.js.errors.NotFoundError:
+        raise NotFoundError(
+            f"no outbox message {seq}: see the numbers `impactbus outbox` shows"
+        ) from None
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        raise BusUnavailableError(f"cannot read the outbox: {exc or type(exc).__name__}") from exc
+    entry = json.loads(msg.data or b"null")
+    if not isinstance(entry, dict):
+        raise NotFoundError(f"outbox message {seq} is unreadable")
+    return {**entry, "seq": seq}

@@ -7,14 +7,25 @@ twice is one subscription.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, HttpUrl
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    ValidationInfo,
+)
 
 from schemas.errors import InvalidInputError
 from schemas.subjects import validate_pattern
@@ -33,19 +44,129 @@ def _zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
-def check_timezone(value: str) -> str:
-    """Return ``value`` if it names an IANA time zone."""
-    if value in ("UTC", "Etc/UTC"):
-        return value
+# Legacy tz database names that are fixed offsets or US/EU rule sets rather than places:
+# someone who types EST means New York, and EST would keep them on winter time all summer.
+FIXED_OFFSET_ZONES: Final[Mapping[str, str]] = {
+    "EST": "America/New_York",
+    "MST": "America/Denver",
+    "HST": "Pacific/Honolulu",
+    "EST5EDT": "America/New_York",
+    "CST6CDT": "America/Chicago",
+    "MST7MDT": "America/Denver",
+    "PST8PDT": "America/Los_Angeles",
+    "CET": "Europe/Paris",
+    "EET": "Europe/Athens",
+    "MET": "Europe/Brussels",
+    "WET": "Europe/Lisbon",
+}
+# Abbreviations people write that are no tz database name at all.
+ABBREVIATIONS: Final[Mapping[str, str]] = {
+    "EDT": "America/New_York",
+    "CST": "America/Chicago",
+    "CDT": "America/Chicago",
+    "MDT": "America/Denver",
+    "PST": "America/Los_Angeles",
+    "PDT": "America/Los_Angeles",
+    "AKST": "America/Anchorage",
+    "BST": "Europe/London",
+    "CEST": "Europe/Paris",
+    "IST": "Asia/Kolkata",
+    "JST": "Asia/Tokyo",
+    "AEST": "Australia/Sydney",
+}
+# Cities people expect to find that the tz database files under another city of the zone.
+CITY_ALIASES: Final[Mapping[str, str]] = {
+    "America/Boston": "America/New_York",
+    "America/Washington": "America/New_York",
+    "America/Philadelphia": "America/New_York",
+    "America/Atlanta": "America/New_York",
+    "America/Miami": "America/New_York",
+    "America/Dallas": "America/Chicago",
+    "America/Houston": "America/Chicago",
+    "America/San_Francisco": "America/Los_Angeles",
+    "America/Seattle": "America/Los_Angeles",
+    "America/Portland": "America/Los_Angeles",
+    "Europe/Munich": "Europe/Berlin",
+    "Europe/Frankfurt": "Europe/Berlin",
+    "Europe/Hamburg": "Europe/Berlin",
+    "Europe/Barcelona": "Europe/Madrid",
+    "Europe/Milan": "Europe/Rome",
+    "Asia/Mumbai": "Asia/Kolkata",
+    "Asia/Delhi": "Asia/Kolkata",
+    "Asia/New_Delhi": "Asia/Kolkata",
+    "Asia/Beijing": "Asia/Shanghai",
+    "Australia/Canberra": "Australia/Sydney",
+}
+
+
+def _known_zone(value: str) -> bool:
+    if value not in _zones():
+        return False
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def suggest_timezones(value: str, limit: int = 3) -> list[str]:
+    """IANA zone names close to ``value``, best first (empty if nothing is close).
+
+    Fixed-offset names and abbreviations map to the usual zone of their region, cities
+    the tz database files elsewhere to their zone (``America/Boston`` ->
+    ``America/New_York``), letter case is ignored, and typos are matched by similarity
+    over the tz database names and those cities.
+    """
+    key = value.strip()
+    for table in (FIXED_OFFSET_ZONES, ABBREVIATIONS):
+        if key.upper() in table:
+            return [table[key.upper()]]
+    by_folded = {name.casefold(): name for name in (*_zones(), *CITY_ALIASES)}
+    exact = by_folded.get(key.casefold())
+    if exact is not None:
+        return [CITY_ALIASES.get(exact, exact)]
+    close = difflib.get_close_matches(key, [*_zones(), *CITY_ALIASES], n=limit * 2, cutoff=0.75)
+    if not close:
+        return []
+    # Only names about as close as the best one: "America/Bostn" is Boston, not Boise.
+    best = difflib.SequenceMatcher(None, key, close[0]).ratio()
+    close = [n for n in close if difflib.SequenceMatcher(None, key, n).ratio() >= best - 0.02]
+    found: list[str] = []
+    for name in close:
+        zone = CITY_ALIASES.get(name, name)
+        if zone not in found and zone not in FIXED_OFFSET_ZONES:
+            found.append(zone)
+    return found[:limit]
+
+
+def check_timezone(value: str) -> str:
+    """Return ``value`` if it names a place's IANA time zone (``UTC`` included).
+
+    Raises:
+        ValueError: an unknown name, or a fixed-offset legacy name such as ``EST``; the
+            message suggests the zone meant.
+    """
+    if value in FIXED_OFFSET_ZONES:
         raise ValueError(
-            f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)"
-        ) from None
-    if value not in _zones():
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)")
-    return value
+            f"time zone {value!r} is a fixed offset that ignores daylight saving time: "
+            f"use a place's zone, e.g. {FIXED_OFFSET_ZONES[value]}"
+        )
+    if value in ("UTC", "Etc/UTC") or _known_zone(value):
+        return value
+    hint = suggest_timezones(value)
+    tail = f"did you mean {' or '.join(hint)}?" if hint else "use an IANA name like Europe/Berlin"
+    raise ValueError(f"unknown time zone {value!r}: {tail}")
+
+
+def _timezone_on_input(value: str, info: ValidationInfo) -> str:
+    # Stored recipients are read from JSON (KV values); they stay loadable even when they
+    # hold a name input no longer accepts (EST). Everything a user or system sends in comes
+    # through Python-mode validation (CLI, HTTP API, web forms) and gets the strict check.
+    if info.mode == "json":
+        if value in ("UTC", "Etc/UTC") or _known_zone(value):
+            return value
+        raise ValueError(f"unknown time zone {value!r}")
+    return check_timezone(value)
 
 
 def check_digest(value: str) -> str:
@@ -55,7 +176,7 @@ def check_digest(value: str) -> str:
     return value
 
 
-TimeZone = Annotated[str, AfterValidator(check_timezone)]
+TimeZone = Annotated[str, AfterValidator(_timezone_on_input)]
 DigestSchedule = Annotated[str, AfterValidator(check_digest)]
 
 

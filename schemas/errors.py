@@ -4,7 +4,8 @@ Hierarchy::
 
     ImpactbusError
     ├── InvalidInputError        bad input from a user or another system (one clear line)
-    │   └── InvalidSubjectError  a subject, token or pattern that breaks the NATS rules
+    │   ├── InvalidSubjectError  a subject, token or pattern that breaks the NATS rules
+    │   └── InvalidFieldsError   fields that broke a schema, one problem per field
     ├── NotFoundError            a recipient, subscription or event that does not exist
     ├── BusUnavailableError      no NATS server to talk to (hub not running, wrong URL)
     └── DeliveryError            raised by notifiers (see ``notifiers.base``)
@@ -17,6 +18,8 @@ the HTTP API print an ``ImpactbusError``'s message, never a traceback.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 
 class ImpactbusError(Exception):
     """Base of every error impactbus raises on purpose."""
@@ -28,6 +31,35 @@ class InvalidInputError(ImpactbusError, ValueError):
 
 class InvalidSubjectError(InvalidInputError):
     """A subject, subject token or subscription pattern that breaks the NATS rules."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One field that broke a schema, as pydantic reported it.
+
+    Attributes:
+        loc: the field's path in the model (``("data", "due")``), union tags left out.
+        type: pydantic's error type (``date_from_datetime_parsing``, ``missing``...).
+        message: pydantic's message.
+        ctx: the error's context (``{"pattern": ...}``, ``{"max_length": "200"}``), as text.
+    """
+
+    loc: tuple[str | int, ...]
+    type: str
+    message: str
+    ctx: dict[str, str] = field(default_factory=dict)
+
+
+class InvalidFieldsError(InvalidInputError):
+    """Fields that broke a schema, one :class:`FieldProblem` each.
+
+    ``str()`` names the fields by their model paths; each face (CLI flags, form fields)
+    words ``problems`` for its own user.
+    """
+
+    def __init__(self, message: str, problems: tuple[FieldProblem, ...]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class NotFoundError(ImpactbusError, LookupError):

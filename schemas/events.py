@@ -28,7 +28,7 @@ from pydantic import (
 )
 from ulid import ULID
 
-from schemas.errors import InvalidInputError
+from schemas.errors import FieldProblem, InvalidFieldsError, InvalidInputError
 from schemas.subjects import EventKind, EventSubject, event_subject
 from schemas.text import Line, ShortLine, Text, Token
 
@@ -186,7 +186,7 @@ def new_event(
     try:
         return EVENT_ADAPTER.validate_python(payload)
     except ValidationError as exc:
-        raise InvalidInputError(describe(exc)) from None
+        raise invalid_fields(exc) from None
 
 
 def parse_event(raw: bytes | str) -> Event:
@@ -208,6 +208,20 @@ def describe(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p)) or "body"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
+
+
+def invalid_fields(exc: ValidationError) -> InvalidFieldsError:
+    """``exc`` as an :class:`InvalidFieldsError`: the :func:`describe` line plus each problem."""
+    problems = tuple(
+        FieldProblem(
+            loc=tuple(p for p in err["loc"] if not _is_union_tag(p)),
+            type=err["type"],
+            message=err["msg"],
+            ctx={k: str(v) for k, v in (err.get("ctx") or {}).items()},
+        )
+        for err in exc.errors(include_url=False)
+    )
+    return InvalidFieldsError(describe(exc), problems)
 
 
 def _is_union_tag(part: object) -> bool:

@@ -299,6 +299,53 @@ def resolve_nats_url(settings: NatsSettings, data_dir: Path) -> str:
     )
 
 
+@dataclass(frozen=True)
+class HubLocation:
+    """Where a command found the hub: its NATS URL and its data dir (keys, hub.json)."""
+
+    nats_url: str
+    data_dir: Path
+    info: dict[str, object] = field(default_factory=dict)
+
+
+def locate_hub(
+    settings: NatsSettings, data_dir: Path, *, explicit: bool, cwd: Path | None = None
+) -> HubLocation:
+    """Find the hub a command talks to, from any folder below the one it runs in.
+
+    ``IMPACTBUS_NATS_URL`` wins for NATS. The data dir is ``data_dir`` when it was set
+    (``explicit``: ``IMPACTBUS_DATA_DIR``); otherwise the nearest ``.impactbus/`` with a
+    running hub in ``cwd`` or one of its parents, like git finds ``.git``.
+
+    Raises:
+        BusUnavailableError: no running hub was found; the message says where it looked.
+    """
+    here = (cwd or Path.cwd()).resolve()
+    looked = [data_dir] if explicit else [d / data_dir for d in (here, *here.parents)]
+    for candidate in looked:
+        info = read_hub_file(candidate)
+        if info is not None:
+            url = settings.url or info.get("nats_url")
+            if isinstance(url, str):
+                return HubLocation(url, candidate, info)
+    # an external NATS needs no running embedded hub: the data dir only holds the keys
+    fallback = next((d for d in looked if d.is_dir()), looked[0])
+    if settings.url:
+        return HubLocation(settings.url, fallback)
+    if explicit:
+        where = f"in {data_dir} (IMPACTBUS_DATA_DIR)"
+    else:
+        where = (
+            f"in {data_dir}/ of {here} or any folder above it "
+            f"({', '.join(str(d) for d in looked[:4])}{', ...' if len(looked) > 4 else ''})"
+        )
+    raise BusUnavailableError(
+        f"no running hub found {where}, and IMPACTBUS_NATS_URL is not set: start one with "
+        "`make up` (or `impactbus up`) in another terminal, run this command in or below "
+        "the folder where it runs, or set IMPACTBUS_DATA_DIR"
+    )
+
+
 # --------------------------------------------------------------------------- bus
 
 

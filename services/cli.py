@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, TypeVar
 
 import typer
 
-from schemas.errors import BusUnavailableError, ImpactbusError, InvalidInputError, NotFoundError
+from schemas.errors import (
+    BusUnavailableError,
+    ImpactbusError,
+    InvalidFieldsError,
+    InvalidInputError,
+    NotFoundError,
+)
+from services.cli_words import POST_FLAGS, RECIPIENT_FLAGS, SUBSCRIBE_FLAGS, FlagMap, explain
+
+if TYPE_CHECKING:
+    from notifiers.base import LinkMaker
+    from services.bus import HubLocation
+    from services.config import HubSettings
 
 T = TypeVar("T")
 
@@ -69,15 +82,35 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """Run an async command body with a connected bus; translate errors to one line."""
-    from services.bus import Bus, NatsSettings, resolve_nats_url
+def locate() -> tuple[HubLocation, HubSettings]:
+    """The hub this command talks to, and the hub settings with its data dir.
+
+    Raises:
+        BusUnavailableError: no running hub was found (the message says where it looked).
+    """
+    from services.bus import NatsSettings, locate_hub
     from services.config import HubSettings
 
+    hub = HubSettings()
+    where = locate_hub(NatsSettings(), hub.data_dir, explicit="data_dir" in hub.model_fields_set)
+    return where, hub.model_copy(update={"data_dir": where.data_dir})
+
+
+def run(fn: Callable[..., Awaitable[T]], *args: Any, flags: FlagMap | None = None) -> T:
+    """Run an async command body with a connected bus; translate errors to one line.
+
+    Args:
+        fn: the body, called as ``fn(bus, *args)``.
+        args: more arguments for ``fn``.
+        flags: the command's field-to-flag map, to word validation errors in its flags.
+    """
+    from services.bus import Bus, NatsSettings
+
     async def main() -> T:
-        settings = NatsSettings()
-        url = resolve_nats_url(settings, HubSettings().data_dir)
-        bus = await Bus.connect(url, settings, name="impactbus-cli", reconnect=False)
+        where, _ = locate()
+        bus = await Bus.connect(
+            where.nats_url, NatsSettings(), name="impactbus-cli", reconnect=False
+        )
         try:
             await bus.ensure_topology()
             return await fn(bus, *args)
@@ -86,6 +119,8 @@ def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
 
     try:
         return asyncio.run(main())
+    except InvalidFieldsError as exc:
+        fail(explain(exc, flags or {}), 2)
     except (InvalidInputError, NotFoundError) as exc:
         fail(str(exc), 2)
     except BusUnavailableError as exc:
@@ -147,6 +182,7 @@ def _serve(services: list[str], *, embedded: bool = True) -> None:
                 hub=hub,
                 start_embedded=embedded,
                 announce=lambda s: typer.echo(s, err=False),
+                signin=embedded,
             )
         )
     except BusUnavailableError as exc:
@@ -156,6 +192,9 @@ def _serve(services: list[str], *, embedded: bool = True) -> None:
 
 
 # ------------------------------------------------------------------ recipients
+
+
+_CONTACT_HELP: Final = "(an empty value '' removes it)"
 
 
 @recipients_app.command("add")
@@ -178,27 +217,49 @@ def recipients_add(
         ),
     ] = None,
 ) -> None:
-    """Add (or replace) a recipient: a person or a shared channel."""
-    from services.directory import Directory
+    """Add a new recipient: a person or a shared channel (`recipients update` changes one)."""
+    from services.directory import Directory, RecipientExistsError
+
+    fields = {
+        "id": recipient_id,
+        "email": email,
+        "slack_channel": slack_channel,
+        "webhook_url": webhook_url,
+        "name": name,
+        "organisation": organisation,
+        "timezone": timezone,
+        "digest": digest,
+        "locale": locale,
+        "owner": owner,
+    }
+    given = {k: v for k, v in fields.items() if v is not None}
 
     async def body(bus: Any) -> Any:
         d = await Directory.open(bus)
-        fields = {
-            "id": recipient_id,
-            "email": email,
-            "slack_channel": slack_channel,
-            "webhook_url": webhook_url,
-            "name": name,
-            "organisation": organisation,
-            "timezone": timezone,
-            "digest": digest,
-            "locale": locale,
-            "owner": owner,
-        }
-        return await d.add_recipient(**{k: v for k, v in fields.items() if v is not None})
+        try:
+            return await d.create_recipient(**given)
+        except RecipientExistsError:
+            # name the options the user gave, so the fix is one copy-paste away
+            options = " ".join(
+                f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
+                for k, v in given.items()
+                if k != "id" and (k, v) not in _ADD_DEFAULTS
+            )
+            raise InvalidInputError(
+                f"recipient {recipient_id!r} already exists; `add` never replaces one. "
+                f"Change it with `impactbus recipients update {recipient_id} "
+                f"{options or '--email ...'}`"
+            ) from None
 
-    r = run(body)
-    contacts = (
+    r = run(body, flags=RECIPIENT_FLAGS)
+    typer.echo(f"recipient {r.id}: {_contacts(r)}; {r.timezone}, digest {r.digest}")
+
+
+_ADD_DEFAULTS: Final = {("timezone", "UTC"), ("digest", "daily@08:00"), ("locale", "en")}
+
+
+def _contacts(r: Any) -> str:
+    return (
         ", ".join(
             f"{k}={v}"
             for k, v in (("email", r.email), ("slack", r.slack_channel), ("webhook", r.webhook_url))
@@ -206,7 +267,73 @@ def recipients_add(
         )
         or "no contact yet"
     )
-    typer.echo(f"recipient {r.id}: {contacts}; {r.timezone}, digest {r.digest}")
+
+
+@recipients_app.command("update")
+def recipients_update(
+    recipient_id: Annotated[str, typer.Argument(metavar="ID", help="the recipient to change")],
+    email: Annotated[str | None, typer.Option(help=f"email address {_CONTACT_HELP}")] = None,
+    slack_channel: Annotated[
+        str | None, typer.Option(help=f"Slack channel id (C123) or #name {_CONTACT_HELP}")
+    ] = None,
+    webhook_url: Annotated[
+        str | None, typer.Option(help=f"HTTPS URL for signed webhooks {_CONTACT_HELP}")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="display name ('' removes it)")] = None,
+    organisation: Annotated[
+        str | None, typer.Option(help="partner organisation ('' removes it)")
+    ] = None,
+    timezone: Annotated[str | None, typer.Option(help="IANA time zone")] = None,
+    digest: Annotated[str | None, typer.Option(help="daily@08:00 or weekly@mon-08:00")] = None,
+    locale: Annotated[str | None, typer.Option(help="language for messages")] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="recipient id told when a target is disabled ('' removes)")
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="remove a contact even if subscriptions use it (they are removed)"
+        ),
+    ] = False,
+) -> None:
+    """Change some of a recipient's fields; the others keep their values."""
+    from services.directory import Directory, RecipientUpdate
+
+    given = {
+        "email": email,
+        "slack_channel": slack_channel,
+        "webhook_url": webhook_url,
+        "name": name,
+        "organisation": organisation,
+        "timezone": timezone,
+        "digest": digest,
+        "locale": locale,
+        "owner": owner,
+    }
+    # '' clears a field that may be empty; a required one (time zone...) gets its error
+    changes: dict[str, object] = {
+        k: (None if v == "" and k in _CLEARABLE else v) for k, v in given.items() if v is not None
+    }
+    if not changes:
+        fail(
+            "nothing to change: give at least one option (see `impactbus recipients update --help`)"
+        )
+
+    async def body(bus: Any) -> RecipientUpdate:
+        d = await Directory.open(bus)
+        return await d.update_recipient(recipient_id, changes, force=force)
+
+    done = run(body, flags=RECIPIENT_FLAGS)
+    r = done.recipient
+    for sub in done.stopped:
+        typer.echo(f"stopped subscription {sub.id}: {sub.pattern} via {sub.channel}", err=True)
+    what = ", ".join(f.replace("_", " ") for f in done.changed) or "nothing (same values)"
+    typer.echo(
+        f"recipient {r.id} updated ({what}): {_contacts(r)}; {r.timezone}, digest {r.digest}"
+    )
+
+
+_CLEARABLE: Final = {"email", "slack_channel", "webhook_url", "name", "organisation", "owner"}
 
 
 @recipients_app.command("list")
@@ -282,7 +409,7 @@ def subscribe(
             recipient, pattern, via.value, mode.value
         )
 
-    s = run(body)
+    s = run(body, flags=SUBSCRIBE_FLAGS)
     typer.echo(f"subscribed {s.recipient} to {s.pattern} via {s.channel} ({s.mode}); id {s.id}")
 
 
@@ -382,6 +509,8 @@ def post(
         fail(f"{kind.value} takes no {', '.join('--' + e.replace('_', '-') for e in extra)}")
     try:
         event = new_event(kind.value, initiative, topic, given, source=source, event_id=event_id)
+    except InvalidFieldsError as exc:
+        fail(explain(exc, POST_FLAGS))
     except InvalidInputError as exc:
         fail(str(exc))
 
@@ -492,13 +621,23 @@ def status() -> None:
         typer.echo(line)
 
 
-@app.command()
+outbox_app = typer.Typer(
+    help="What the dev outbox caught (when no SMTP server or Slack token is configured).",
+    invoke_without_command=True,
+)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.callback()
 def outbox(
+    ctx: typer.Context,
     channel: Annotated[Via | None, typer.Option(help="only this channel")] = None,
     limit: Annotated[int, typer.Option(help="how many, newest last")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="print raw JSON lines")] = False,
 ) -> None:
-    """What the dev outbox caught (when no SMTP server or Slack token is configured)."""
+    """One line per message caught: number, time, channel, to, subject (`outbox show N`)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from notifiers.outbox import read_outbox
 
     async def body(bus: Any) -> list[dict[str, Any]]:
@@ -508,15 +647,52 @@ def outbox(
     if not entries:
         typer.echo("the outbox is empty")
     for e in entries:
-        if as_json:
-            typer.echo(json.dumps(e))
-        elif e.get("channel") == "email":
-            typer.echo(f"{e.get('sent_at', '')[:19]}  email  to {e.get('to')}  {e.get('subject')}")
-        else:
-            typer.echo(
-                f"{e.get('sent_at', '')[:19]}  {e.get('channel')}  {e.get('conversation')}  "
-                f"{(e.get('text') or '')[:80]}"
-            )
+        typer.echo(json.dumps(e) if as_json else outbox_line(e))
+
+
+def _one_line(value: object, width: int) -> str:
+    text = " ".join(str(value or "").split())  # newlines and runs of spaces: one space
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def outbox_line(entry: dict[str, Any]) -> str:
+    """An outbox entry as one line: number, time (UTC), channel, to, subject."""
+    when = str(entry.get("sent_at", ""))[:19].replace("T", " ")
+    channel = str(entry.get("channel", "?"))
+    if channel == "email":
+        to, subject = entry.get("to"), entry.get("subject")
+    else:  # Slack has no subject: its text's start stands in for it
+        to, subject = entry.get("conversation"), entry.get("text")
+    return (
+        f"{entry.get('seq', ''):>5}  {when:<19}  {channel:<6} {_one_line(to, 40):<40}  "
+        f"{_one_line(subject, 80)}"
+    )
+
+
+@outbox_app.command("show")
+def outbox_show(
+    number: Annotated[str, typer.Argument(metavar="N", help="the number `impactbus outbox` shows")],
+) -> None:
+    """Print one caught message: its headers and its text part."""
+    from notifiers.outbox import get_outbox_entry
+
+    if not number.isdigit() or int(number) < 1:
+        fail(f"outbox message {number!r}: use the number `impactbus outbox` shows")
+
+    async def body(bus: Any) -> dict[str, Any]:
+        return await get_outbox_entry(bus.js, int(number))
+
+    entry = run(body)
+    if entry.get("channel") == "email":
+        headers = entry.get("headers") or {"To": entry.get("to"), "Subject": entry.get("subject")}
+        for name, value in headers.items():
+            typer.echo(f"{name}: {value}")
+    else:
+        typer.echo(f"Channel: {entry.get('channel')}")
+        typer.echo(f"Conversation: {entry.get('conversation')}")
+    typer.echo(f"X-Impactbus-Sent-At: {entry.get('sent_at')}")
+    typer.echo("")
+    typer.echo(str(entry.get("text") or ""))
 
 
 @app.command()
@@ -530,6 +706,21 @@ def demo() -> None:
 # ---------------------------------------------------------------------- digest
 
 
+def hub_links() -> LinkMaker:
+    """The link maker of the running hub, as its services build it (same key, same URL).
+
+    The key is the hub's (``IMPACTBUS_SECRET_KEY`` or its data dir's), and the base URL
+    the one the hub recorded, unless ``IMPACTBUS_PUBLIC_URL`` says otherwise.
+    """
+    from services.links import link_maker
+
+    where, hub = locate()
+    recorded = where.info.get("http")
+    if hub.public_url is None and isinstance(recorded, str):
+        hub = hub.model_copy(update={"public_url": recorded})
+    return link_maker(hub)
+
+
 @digest_app.command("preview")
 def digest_preview(
     recipient: Annotated[str, typer.Argument(help="recipient id")],
@@ -541,7 +732,7 @@ def digest_preview(
     from services.digest import DigestService
 
     async def body(bus: Any) -> Any:
-        return await (await DigestService.open(bus)).preview(recipient)
+        return await (await DigestService.open(bus, links=hub_links())).preview(recipient)
 
     result = run(body)
     if not result.deliveries:
@@ -562,7 +753,9 @@ def digest_send_now(recipient: Annotated[str, typer.Argument(help="recipient id"
     from services.digest import DigestService
 
     async def body(bus: Any) -> Any:
-        return await (await DigestService.open(bus)).run(recipient, datetime.now(UTC), manual=True)
+        # the same links as the scheduled digest: preferences and one-click unsubscribe
+        service = await DigestService.open(bus, links=hub_links())
+        return await service.run(recipient, datetime.now(UTC), manual=True)
 
     result = run(body)
     if result.outcome != "sent":

@@ -1,14 +1,19 @@
 """Recipients and subscriptions, kept in JetStream KV.
 
 The CLI, the HTTP API and the web pages all change the directory through this module, so
-each rule (a subscription needs a recipient with a contact on its channel, ids are
-derived, deleting a recipient deletes their subscriptions) holds everywhere.
+each rule holds everywhere: a subscription needs a recipient with a contact on its
+channel, a contact that subscriptions use is removed only when asked to stop them too,
+adding a recipient never replaces one, ids are derived, deleting a recipient deletes
+their subscriptions.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Final, Literal
 
 import nats.js.errors
 from nats.js.kv import KeyValue
@@ -16,11 +21,82 @@ from pydantic import ValidationError
 
 from schemas.directory import Recipient, Subscription
 from schemas.errors import InvalidInputError, NotFoundError
-from schemas.events import describe
+from schemas.events import invalid_fields
 from schemas.subjects import validate_token
 from schemas.targets import Channel
 from services.bus import KV_RECIPIENTS, KV_SUBSCRIPTIONS, Bus
 from services.watch import snapshot
+
+CONTACTS: Final[Mapping[str, Channel]] = {
+    "email": "email",
+    "slack_channel": "slack",
+    "webhook_url": "webhook",
+}
+"""Recipient field -> the channel it is the contact of."""
+
+CONTACT_WORDS: Final[Mapping[Channel, tuple[str, str]]] = {
+    "email": ("email address", "--email maria@school.example"),
+    "slack": ("Slack channel", "--slack-channel C123"),
+    "webhook": ("webhook URL", "--webhook-url https://example.org/hook"),
+}
+"""Channel -> (its contact in words, an example of the CLI option that sets it)."""
+
+_CAS_ATTEMPTS: Final = 5
+
+
+class RecipientExistsError(InvalidInputError):
+    """A new recipient whose id is taken (change it with an update instead)."""
+
+    def __init__(self, recipient_id: str) -> None:
+        super().__init__(
+            f"recipient {recipient_id!r} already exists: change their contacts with "
+            f"`impactbus recipients update {recipient_id} ...`"
+        )
+        self.recipient_id = recipient_id
+
+
+class MissingContactError(InvalidInputError):
+    """A subscription on a channel the recipient has no contact for."""
+
+    def __init__(self, recipient_id: str, channel: Channel) -> None:
+        what, option = CONTACT_WORDS[channel]
+        super().__init__(
+            f"recipient {recipient_id!r} has no {what} for a {channel} subscription: add "
+            f"one first with `impactbus recipients update {recipient_id} {option}`"
+        )
+        self.recipient_id = recipient_id
+        self.channel = channel
+
+
+class ContactInUseError(InvalidInputError):
+    """Removing a contact that subscriptions deliver to, without asking to stop them."""
+
+    def __init__(self, recipient_id: str, used: list[Subscription]) -> None:
+        channels = sorted({s.channel for s in used})
+        listed = ", ".join(f"{s.pattern} via {s.channel} ({s.id})" for s in used)
+        super().__init__(
+            f"removing the {' and '.join(CONTACT_WORDS[c][0] for c in channels)} of "
+            f"{recipient_id!r} would stop {len(used)} subscription"
+            f"{'s' if len(used) != 1 else ''}: {listed}; repeat with --force to remove "
+            "the contact and those subscriptions"
+        )
+        self.recipient_id = recipient_id
+        self.used = used
+
+
+@dataclass
+class RecipientUpdate:
+    """What :meth:`Directory.update_recipient` did.
+
+    Attributes:
+        recipient: the recipient as stored now.
+        changed: the fields whose value changed.
+        stopped: subscriptions deleted because their contact was removed (``force``).
+    """
+
+    recipient: Recipient
+    changed: list[str] = field(default_factory=list)
+    stopped: list[Subscription] = field(default_factory=list)
 
 
 class Directory:
@@ -43,17 +119,98 @@ class Directory:
         return recipient
 
     async def add_recipient(self, **fields: object) -> Recipient:
-        """Validate ``fields`` into a recipient and store it.
+        """Validate ``fields`` into a recipient and store it, replacing one with its id.
 
         Raises:
             InvalidInputError: a field is invalid (the message names it).
         """
-        validate_token(str(fields.get("id", "")), "recipient id")
+        return await self.put_recipient(_new_recipient(fields))
+
+    async def create_recipient(self, **fields: object) -> Recipient:
+        """Validate ``fields`` into a new recipient and store it; never replace one.
+
+        Raises:
+            RecipientExistsError: a recipient with that id exists.
+            InvalidInputError: a field is invalid (the message names it).
+        """
+        recipient = _new_recipient(fields)
         try:
-            recipient = Recipient.model_validate(fields)
+            await self.recipients.create(recipient.id, recipient.model_dump_json().encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise RecipientExistsError(recipient.id) from None
+        return recipient
+
+    async def update_recipient(
+        self, recipient_id: str, changes: Mapping[str, object], *, force: bool = False
+    ) -> RecipientUpdate:
+        """Merge ``changes`` into a stored recipient (a JSON merge patch, RFC 7396).
+
+        Fields not in ``changes`` keep their value; a ``None`` value removes the field
+        (back to its default). Removing a contact that subscriptions deliver to is refused
+        unless ``force``, which deletes those subscriptions too. The write is a
+        compare-and-set, so a change made meanwhile by someone else is never overwritten.
+
+        Raises:
+            NotFoundError: no such recipient.
+            InvalidInputError: a changed field is invalid, or ``changes`` has an ``id``
+                other than ``recipient_id``.
+            ContactInUseError: a removed contact is in use and ``force`` is not set.
+        """
+        validate_token(recipient_id, "recipient id")
+        if changes.get("id", recipient_id) != recipient_id:
+            raise InvalidInputError(f"id: cannot be changed (it is {recipient_id!r})")
+        given = {k: v for k, v in changes.items() if v is not None}
+        # The changed values are input: check them as such (a stored value that input no
+        # longer accepts, like an old time zone name, must not block other changes).
+        try:
+            Recipient.model_validate({**given, "id": recipient_id})
         except ValidationError as exc:
-            raise InvalidInputError(describe(exc)) from None
-        return await self.put_recipient(recipient)
+            raise invalid_fields(exc) from None
+        for _ in range(_CAS_ATTEMPTS):
+            current, revision = await self._recipient_entry(recipient_id)
+            merged = {**current.model_dump(mode="json"), **changes, "id": recipient_id}
+            try:
+                updated = Recipient.model_validate_json(json.dumps(merged, default=str))
+            except ValidationError as exc:
+                raise invalid_fields(exc) from None
+            removed = {
+                channel
+                for name, channel in CONTACTS.items()
+                if getattr(current, name) and not getattr(updated, name)
+            }
+            used = [
+                sub
+                for sub in await self.list_subscriptions(recipient=recipient_id)
+                if sub.channel in removed
+            ]
+            if used and not force:
+                raise ContactInUseError(recipient_id, used)
+            for sub in used:  # first, so no subscription is ever left without its contact
+                await self.subscriptions.delete(sub.id)
+            try:
+                await self.recipients.update(
+                    recipient_id, updated.model_dump_json().encode(), last=revision
+                )
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # changed meanwhile: merge into the new value
+            changed = [
+                name
+                for name in Recipient.model_fields
+                if getattr(current, name) != getattr(updated, name)
+            ]
+            return RecipientUpdate(updated, changed, used)
+        raise InvalidInputError(
+            f"recipient {recipient_id!r} kept changing while being updated: try again"
+        )
+
+    async def _recipient_entry(self, recipient_id: str) -> tuple[Recipient, int]:
+        try:
+            entry = await self.recipients.get(recipient_id)
+        except nats.js.errors.KeyNotFoundError:
+            raise NotFoundError(f"no recipient {recipient_id!r}") from None
+        assert entry.value is not None
+        assert entry.revision is not None
+        return Recipient.model_validate_json(entry.value), entry.revision
 
     async def get_recipient(self, recipient_id: str) -> Recipient:
         """One recipient.
@@ -100,10 +257,11 @@ class Directory:
             InvalidInputError: bad pattern, or no contact on that channel.
         """
         recipient = await self.get_recipient(recipient_id)
-        if mode == "immediate":
-            recipient.target(channel)  # raises when there is no contact on the channel
-        elif not recipient.email and not recipient.slack_channel:
+        try:
+            # digest subscriptions too: a digest is delivered on the subscription's channel
             recipient.target(channel)
+        except InvalidInputError:
+            raise MissingContactError(recipient_id, channel) from None
         sub_id = Subscription.make_id(recipient_id, pattern, channel)
         try:
             sub = Subscription(
@@ -115,7 +273,7 @@ class Directory:
                 created_at=datetime.now(UTC),
             )
         except ValidationError as exc:
-            raise InvalidInputError(describe(exc)) from None
+            raise invalid_fields(exc) from None
         await self.subscriptions.put(sub.id, sub.model_dump_json().encode())
         return sub
 
@@ -157,3 +315,11 @@ async def _values(kv: KeyValue) -> list[bytes]:
     """Every current value of ``kv``, by key."""
     found = await snapshot(kv)
     return [found[k] for k in sorted(found)]
+
+
+def _new_recipient(fields: Mapping[str, object]) -> Recipient:
+    validate_token(str(fields.get("id", "")), "recipient id")
+    try:
+        return Recipient.model_validate(dict(fields))
+    except ValidationError as exc:
+        raise invalid_fields(exc) from None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from notifiers.base import LinkMaker, no_links
+from schemas.errors import ImpactbusError
 from schemas.targets import CHANNELS
 from services.bus import (
     DELIVERIES,
@@ -25,6 +26,7 @@ from services.bus import (
     Bus,
     EmbeddedNats,
     NatsSettings,
+    port_is_free,
     remove_hub_file,
     resolve_nats_url,
     stop_orphaned_server,
@@ -134,6 +136,7 @@ async def serve(
     start_embedded: bool = True,
     announce: Callable[[str], None] = print,
     ready: Callable[[Runtime], None] | None = None,
+    signin: bool = False,
 ) -> None:
     """Run ``services`` until SIGINT/SIGTERM.
 
@@ -145,26 +148,24 @@ async def serve(
             otherwise use the running hub's server (``run``).
         announce: prints the banner and shutdown lines.
         ready: called once everything runs (tests, benchmarks).
+        signin: with the embedded server, print a new admin token for the web pages in
+            the banner (:mod:`services.signin`).
 
     Raises:
         BusUnavailableError: NATS cannot be reached or started.
+        ImpactbusError: the HTTP port is taken, or a service failed (after the others
+            were stopped and the embedded server with them).
     """
     hub = hub or HubSettings()
     nats = nats or NatsSettings()
-    embedded: EmbeddedNats | None = None
-    if nats.url:
-        url = nats.url
-    elif start_embedded:
-        stop_orphaned_server(hub.data_dir)
-        embedded = EmbeddedNats(store_dir=hub.data_dir.resolve() / "nats")
-        await asyncio.to_thread(embedded.start)
-        url = embedded.url
-    else:
-        url = resolve_nats_url(nats, hub.data_dir)
+    if "api" in services:
+        _check_http_port(hub)
+    url, embedded = await _nats_url(nats, hub, start_embedded=start_embedded)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    failed: list[str] = []
     try:
         bus = await Bus.connect(url, nats, name=f"impactbus-{'+'.join(services)}")
         await bus.ensure_topology()
@@ -190,10 +191,15 @@ async def serve(
                     "nats_pid": embedded.process.pid,
                 },
             )
-        announce(_banner(url, embedded, services, rt, hub))
+        token = None
+        if signin and embedded is not None:
+            from services.signin import local_signin_token
+
+            token = await local_signin_token(bus, hub.data_dir)
+        announce(_banner(url, embedded, services, rt, hub, token=token))
         if ready is not None:
             ready(rt)
-        await _until_stopped(stop, tasks)
+        failed = await _until_stopped(stop, tasks)
         announce("impactbus: stopping (finishing in-flight deliveries)...")
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         await bus.close()
@@ -204,13 +210,44 @@ async def serve(
             remove_hub_file(hub.data_dir)
             await asyncio.to_thread(embedded.stop)
     announce("impactbus: stopped")
+    if failed:
+        raise ImpactbusError("; ".join(failed))
+
+
+def _check_http_port(hub: HubSettings) -> None:
+    """Refuse to start when the web/API port is taken, before anything is started."""
+    if (
+        hub.http_port
+        and ":" not in hub.http_host
+        and not port_is_free(hub.http_port, hub.http_host)
+    ):
+        raise ImpactbusError(
+            f"port {hub.http_port} is in use: set IMPACTBUS_HTTP_PORT to a free port "
+            "(or stop what listens there)"
+        )
+
+
+async def _nats_url(
+    nats: NatsSettings, hub: HubSettings, *, start_embedded: bool
+) -> tuple[str, EmbeddedNats | None]:
+    """The NATS URL to use, and the embedded server started for it (if one was)."""
+    if nats.url:
+        return nats.url, None
+    if not start_embedded:
+        return resolve_nats_url(nats, hub.data_dir), None
+    stop_orphaned_server(hub.data_dir)
+    embedded = EmbeddedNats(store_dir=hub.data_dir.resolve() / "nats")
+    await asyncio.to_thread(embedded.start)
+    return embedded.url, embedded
 
 
 async def _as_coroutine(awaitable: Awaitable[None]) -> None:
     await awaitable
 
 
-async def _until_stopped(stop: asyncio.Event, tasks: dict[str, asyncio.Task[None]]) -> None:
+async def _until_stopped(stop: asyncio.Event, tasks: dict[str, asyncio.Task[None]]) -> list[str]:
+    """Wait for a signal or a service that ends; return what the failed services said."""
+    failed: list[str] = []
     waiter = asyncio.create_task(stop.wait())
     while not stop.is_set():
         done, _ = await asyncio.wait([waiter, *tasks.values()], return_when=asyncio.FIRST_COMPLETED)
@@ -220,9 +257,11 @@ async def _until_stopped(stop: asyncio.Event, tasks: dict[str, asyncio.Task[None
             exc = task.exception()
             if exc is not None:
                 log.error("service %s failed: %s", task.get_name(), exc)
+                failed.append(f"{task.get_name()}: {exc}")
             stop.set()  # a service that ends on its own ends the hub: never run half a hub
     with contextlib.suppress(asyncio.CancelledError):
         await waiter
+    return failed
 
 
 def _links(hub: HubSettings) -> LinkMaker:
@@ -246,7 +285,13 @@ def _destinations(services: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _banner(
-    url: str, embedded: EmbeddedNats | None, services: Sequence[str], rt: Runtime, hub: HubSettings
+    url: str,
+    embedded: EmbeddedNats | None,
+    services: Sequence[str],
+    rt: Runtime,
+    hub: HubSettings,
+    *,
+    token: str | None = None,
 ) -> str:
     where = f"embedded, store {embedded.store_dir}" if embedded else "external"
     lines = [
@@ -257,6 +302,12 @@ def _banner(
     if "api" in services:
         lines.append(f"  web/API   {hub.base_url}")
     lines += [f"  {channel:<9} {where_to}" for channel, where_to in _destinations(services)]
+    if token is not None:
+        lines.append(f"  sign in   {token}")
+        lines.append(
+            f"            (admin token for {hub.base_url}/login: outbox, post form; "
+            "new on each start, shown only here)"
+        )
     if embedded:
         lines.append("  try       impactbus --help   (in another terminal)")
     lines.append("  Ctrl-C to stop")

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from schemas.directory import Recipient, Subscription
+from schemas.directory import FIXED_OFFSET_ZONES, Recipient, Subscription
 from schemas.errors import NotFoundError
 from schemas.targets import CHANNELS, Channel
 from services.links import RecipientGoneError, UnsubscribeClaim, check_owner
@@ -38,7 +38,10 @@ Mode = Literal["immediate", "digest", "off"]
 MODES: Final[tuple[Mode, ...]] = ("immediate", "digest", "off")
 DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_PAUSE_DAYS: Final = 365
-TIMEZONES: Final = tuple(sorted(available_timezones() - {"Factory", "localtime"}))
+# the zones input accepts: no fixed-offset legacy names (schemas.directory refuses them)
+TIMEZONES: Final = tuple(
+    sorted(available_timezones() - {"Factory", "localtime", *FIXED_OFFSET_ZONES})
+)
 NOTICES: Final = {
     "saved": "Your preferences are saved.",
     "paused": "Paused: nothing will be sent to you until the date below.",
@@ -111,7 +114,10 @@ async def _render(
         channels=[(c, channel_label(recipient, c)) for c in channels_of(recipient)],
         modes=MODES,
         days=DAYS,
-        timezones=TIMEZONES,
+        # a zone stored before input refused it stays listed: never changed without a word
+        timezones=TIMEZONES
+        if recipient.timezone in TIMEZONES
+        else (recipient.timezone, *TIMEZONES),
         digest={"frequency": frequency, "day": day or "mon", "time": time},
         paused=recipient.is_paused(datetime.now(UTC)),
         errors=errors or {},
