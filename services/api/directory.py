@@ -110,7 +110,7 @@ async def get_recipient(recipient_id: RecipientId, state: State, caller: Caller)
     responses={
         200: _ok(_RECIPIENT_EXAMPLE, "replaced"),
         201: _ok(_RECIPIENT_EXAMPLE, "created"),
-        **responses(400, 401, 403, 413, 422, 429),
+        **responses(400, 401, 403, 413, 415, 422, 429),
     },
     openapi_extra={
         "requestBody": {
@@ -212,7 +212,7 @@ async def list_subscriptions(
     summary="Subscribe",
     responses={
         201: _ok(_SUBSCRIPTION_EXAMPLE, "subscribed (the same id if it existed)"),
-        **responses(400, 401, 403, 404, 413, 422, 429),
+        **responses(400, 401, 403, 404, 413, 415, 422, 429),
     },
     openapi_extra={
         "requestBody": {

@@ -45,6 +45,8 @@ from services.publish import publish_event, publish_events
 router = APIRouter(tags=["events"])
 
 _ID_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F))
+ONE_TYPES: Final = frozenset({"application/json", "application/cloudevents+json"})
+BATCH_TYPES: Final = frozenset({"application/json", "application/cloudevents-batch+json"})
 
 
 class ShortEvent(BaseModel):
@@ -173,14 +175,14 @@ def _forbidden(principal: Principal, event: Event) -> str | None:
     response_model=Accepted,
     responses={
         **docs.ACCEPTED,
-        **responses(400, 401, 403, 413, 422, 429, 503),
+        **responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
     },
-    openapi_extra=docs.EVENT_BODY,
+    openapi_extra=docs.body_doc(docs.ONE, ONE_TYPES),
 )
 async def post_event(request: Request) -> Response:
     """Validate, authorise and publish one event; answer once JetStream stored it."""
     state, caller = api_state(request), await authorized(request)
-    obj = await read_json(request, state.settings.max_body)
+    obj = await read_json(request, state.settings.max_body, ONE_TYPES)
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     try:
         event = to_event(obj, caller, key)
@@ -212,15 +214,15 @@ async def post_event(request: Request) -> Response:
     responses={
         **docs.BATCH_RESULTS,
         207: {**docs.BATCH_RESULTS[207], "model": BatchResult},
-        **responses(400, 401, 413, 422, 429, 503),
+        **responses(400, 401, 409, 413, 415, 422, 429, 503),
     },
-    openapi_extra=docs.BATCH_BODY,
+    openapi_extra=docs.body_doc(docs.BATCH, BATCH_TYPES),
 )
 async def post_batch(request: Request) -> Response:
     """Validate each event; publish the valid ones pipelined; report per event."""
     state, caller = api_state(request), await authorized(request)
     settings = state.settings
-    items = await read_json(request, settings.max_batch_body)
+    items = await read_json(request, settings.max_batch_body, BATCH_TYPES)
     if not isinstance(items, list):
         raise InvalidInputError("body: expected a JSON array of events")
     if not 0 < len(items) <= settings.max_batch:

@@ -26,7 +26,11 @@ from schemas.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from services.api.state import BodyTooLargeError, MalformedRequestError
+from services.api.state import (
+    BodyTooLargeError,
+    MalformedRequestError,
+    UnsupportedMediaTypeError,
+)
 from services.auth import AuthenticationError, PermissionDeniedError
 from services.ratelimit import RateLimitedError
 
@@ -38,6 +42,7 @@ PROBLEM_JSON: Final = "application/problem+json"
 STATUS: Final[tuple[tuple[type[ImpactbusError], int], ...]] = (
     (MalformedRequestError, 400),
     (BodyTooLargeError, 413),
+    (UnsupportedMediaTypeError, 415),
     (InvalidInputError, 422),
     (AuthenticationError, 401),
     (PermissionDeniedError, 403),
@@ -159,6 +164,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "token 0f3a9c2b7d4e8a61 (system) may not publish milestone events to 'somerville'",
         404: "no recipient 'maria'",
         413: "body is over the limit of 262144 bytes",
+        415: "Content-Type: send application/json (got 'application/x-www-form-urlencoded')",
         422: "data.title: String should have at most 200 characters",
         429: "rate limit of 200 requests/s (burst 400) exceeded",
         503: "JetStream did not acknowledge 1 event(s): timeout",
