@@ -9,6 +9,9 @@ An event comes in one of two forms:
   ``urn:impactbus:token:<token id>``. An ``Idempotency-Key`` header becomes the event id
   (item *i* of a batch gets ``<key>-<i>``), so a retried POST is the same event.
 
+Within the duplicate window a key is bound to the body first sent with it, in every API
+process (:mod:`services.api.idempotency`): the same key with another body is ``409``.
+
 A response is sent only after JetStream acknowledged the event: ``202`` means stored.
 JetStream deduplicates on ``Nats-Msg-Id`` = hash(source, id) within the stream's
 duplicate window; ``duplicate: true`` says a retry found the event already stored.
@@ -37,8 +40,9 @@ from schemas.events import EVENT_ADAPTER, TYPE_PREFIX, Event, describe, new_even
 from schemas.subjects import EventKind
 from schemas.text import Token
 from services.api import docs
+from services.api.idempotency import IdempotencyKeyReusedError, Route, claim
 from services.api.problems import responses
-from services.api.state import api_state, authorized, read_json
+from services.api.state import ApiState, api_state, authorized, read_json
 from services.auth import PermissionDeniedError, Principal
 from services.publish import publish_event, publish_events
 
@@ -168,6 +172,15 @@ def _forbidden(principal: Principal, event: Event) -> str | None:
     return str(principal.deny(f"publish {event.kind} events to {event.initiative!r}"))
 
 
+async def _claim(state: ApiState, route: Route, caller: Principal, key: str, body: object) -> None:
+    """Claim ``key`` for ``body`` (see :mod:`services.api.idempotency`), counting a refusal."""
+    try:
+        await claim(state.idempotency, route, caller.source, key, body)
+    except IdempotencyKeyReusedError:
+        state.metrics.rejected.labels("key_reused").inc()
+        raise
+
+
 @router.post(
     "/v1/events",
     status_code=202,
@@ -193,6 +206,8 @@ async def post_event(request: Request) -> Response:
     if denied:
         state.metrics.rejected.labels("forbidden").inc()
         raise PermissionDeniedError(denied)
+    if key is not None:
+        await _claim(state, "event", caller, key, obj)
     published = await publish_event(state.bus, event)
     state.metrics.ingested(event, duplicate=published.duplicate)
     body = json.dumps(
@@ -243,6 +258,8 @@ async def post_batch(request: Request) -> Response:
             state.metrics.rejected.labels("forbidden").inc()
             continue
         valid.append((i, event))
+    if valid and key is not None:
+        await _claim(state, "batch", caller, key, items)
     if valid:
         published = await publish_events(state.bus, [e for _, e in valid])
         counts: Counter[tuple[str, str, bool]] = Counter()

@@ -26,6 +26,7 @@ from schemas.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from services.api.idempotency import IdempotencyKeyReusedError
 from services.api.state import (
     BodyTooLargeError,
     MalformedRequestError,
@@ -47,6 +48,7 @@ STATUS: Final[tuple[tuple[type[ImpactbusError], int], ...]] = (
     (AuthenticationError, 401),
     (PermissionDeniedError, 403),
     (NotFoundError, 404),
+    (IdempotencyKeyReusedError, 409),
     (RateLimitedError, 429),
     (BusUnavailableError, 503),
 )
@@ -163,6 +165,8 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "missing bearer token (Authorization: Bearer ib_...)",
         403: "token 0f3a9c2b7d4e8a61 (system) may not publish milestone events to 'somerville'",
         404: "no recipient 'maria'",
+        409: "Idempotency-Key 'crm-sync-2026-10-01-bmi' was already used for other content: "
+        "send a new key for a new request, or the same body to retry",
         413: "body is over the limit of 262144 bytes",
         415: "Content-Type: send application/json (got 'application/x-www-form-urlencoded')",
         422: "data.title: String should have at most 200 characters",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Final
 
 from fastapi import Depends, Request
+from nats.js.kv import KeyValue
 from pydantic import Field
 from pydantic_core import from_json
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.errors import InvalidInputError
 from services.api.metrics import ApiMetrics
 from services.auth import Authenticator, Principal
-from services.bus import Bus
+from services.bus import KV_IDEMPOTENCY, Bus
 from services.directory import Directory
 from services.ratelimit import RateLimiter
 
@@ -69,6 +70,7 @@ class ApiState:
     limiter: RateLimiter
     directory: Directory
     metrics: ApiMetrics
+    idempotency: KeyValue  # body hashes per Idempotency-Key (services.api.idempotency)
 
     @classmethod
     async def open(cls, bus: Bus, settings: ApiSettings, metrics: ApiMetrics) -> ApiState:
@@ -82,6 +84,7 @@ class ApiState:
             limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
             directory=await Directory.open(bus),
             metrics=metrics,
+            idempotency=await bus.kv(KV_IDEMPOTENCY),
         )
 
     async def close(self) -> None:
