@@ -39,7 +39,8 @@ def check_timezone(value: str) -> str:
         return value
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a name that is a directory of the tz database ("America") or too long a path
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(
             f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)"
         ) from None

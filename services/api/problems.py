@@ -33,6 +33,7 @@ from services.api.state import (
     UnsupportedMediaTypeError,
 )
 from services.auth import AuthenticationError, PermissionDeniedError
+from services.directory import UnreadableRecordError
 from services.ratelimit import RateLimitedError
 
 log = logging.getLogger("impactbus.api")
@@ -49,6 +50,7 @@ STATUS: Final[tuple[tuple[type[ImpactbusError], int], ...]] = (
     (PermissionDeniedError, 403),
     (NotFoundError, 404),
     (IdempotencyKeyReusedError, 409),
+    (UnreadableRecordError, 409),
     (RateLimitedError, 429),
     (BusUnavailableError, 503),
 )
