@@ -104,7 +104,8 @@ def _known_zone(value: str) -> bool:
         return False
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a name that is a directory of the tz database ("America") or too long a path
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return False
     return True
 

@@ -61,6 +61,7 @@ KV_TOKENS: Final = "tokens"
 KV_THREADS: Final = "threads"
 KV_SENT: Final = "sent"
 KV_DIGEST_STATE: Final = "digest_state"
+KV_IDEMPOTENCY: Final = "idempotency"
 
 DEFAULT_PORT: Final = 4222
 MiB: Final = 1024 * 1024
@@ -531,6 +532,12 @@ class Bus:
                 (KV_THREADS, 180 * 86_400.0),
                 (KV_SENT, 7 * 86_400.0),
                 (KV_DIGEST_STATE, None),
+                # body hash per Idempotency-Key (services.api.idempotency): kept as long as
+                # the EVENTS stream deduplicates the event ids the keys become
+                (
+                    KV_IDEMPOTENCY,
+                    self.settings.duplicate_window_s + self.settings.publish_timeout_s,
+                ),
             ):
                 try:
                     self._kv[bucket] = await self.js.key_value(bucket)

@@ -9,23 +9,36 @@ their subscriptions.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import nats.js.errors
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from schemas.directory import Recipient, Subscription
-from schemas.errors import InvalidInputError, NotFoundError
-from schemas.events import invalid_fields
+from schemas.errors import ImpactbusError, InvalidInputError, NotFoundError
+from schemas.events import describe, invalid_fields
 from schemas.subjects import validate_token
 from schemas.targets import Channel
 from services.bus import KV_RECIPIENTS, KV_SUBSCRIPTIONS, Bus
 from services.watch import snapshot
+
+log = logging.getLogger("impactbus.directory")
+
+
+class UnreadableRecordError(ImpactbusError):
+    """A stored recipient or subscription no longer passes the schema (HTTP 409).
+
+    Written by an older hub or straight to NATS: it can be replaced or deleted, and
+    listings skip it with a warning rather than fail as a whole.
+    """
+
 
 CONTACTS: Final[Mapping[str, Channel]] = {
     "email": "email",
@@ -114,8 +127,14 @@ class Directory:
     # ------------------------------------------------------------------ recipients
 
     async def put_recipient(self, recipient: Recipient) -> Recipient:
-        """Create or replace a recipient."""
-        await self.recipients.put(recipient.id, recipient.model_dump_json().encode())
+        """Create or replace a recipient.
+
+        Raises:
+            InvalidInputError: the recipient as stored would not read back (a value that
+                validation normalises past a bound, e.g. a webhook URL whose
+                percent-encoding makes it longer than URLs may be).
+        """
+        await self.recipients.put(recipient.id, _stored(recipient))
         return recipient
 
     async def add_recipient(self, **fields: object) -> Recipient:
@@ -135,7 +154,7 @@ class Directory:
         """
         recipient = _new_recipient(fields)
         try:
-            await self.recipients.create(recipient.id, recipient.model_dump_json().encode())
+            await self.recipients.create(recipient.id, _stored(recipient))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise RecipientExistsError(recipient.id) from None
         return recipient
@@ -188,9 +207,7 @@ class Directory:
             for sub in used:  # first, so no subscription is ever left without its contact
                 await self.subscriptions.delete(sub.id)
             try:
-                await self.recipients.update(
-                    recipient_id, updated.model_dump_json().encode(), last=revision
-                )
+                await self.recipients.update(recipient_id, _stored(updated), last=revision)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # changed meanwhile: merge into the new value
             changed = [
@@ -224,11 +241,17 @@ class Directory:
         except nats.js.errors.KeyNotFoundError:
             raise NotFoundError(f"no recipient {recipient_id!r}") from None
         assert entry.value is not None
-        return Recipient.model_validate_json(entry.value)
+        try:
+            return Recipient.model_validate_json(entry.value)
+        except ValidationError as exc:
+            raise UnreadableRecordError(
+                f"recipient {recipient_id!r} is stored in a form this hub cannot read "
+                f"({describe(exc)}): replace it or delete it"
+            ) from None
 
     async def list_recipients(self) -> list[Recipient]:
-        """Every recipient, by id."""
-        return [Recipient.model_validate_json(v) for v in await _values(self.recipients)]
+        """Every readable recipient, by id (an unreadable one is skipped with a warning)."""
+        return _readable(Recipient, "recipient", await _items(self.recipients))
 
     async def delete_recipient(self, recipient_id: str) -> None:
         """Delete a recipient and all their subscriptions.
@@ -236,7 +259,8 @@ class Directory:
         Raises:
             NotFoundError: no such recipient.
         """
-        await self.get_recipient(recipient_id)
+        with contextlib.suppress(UnreadableRecordError):  # unreadable: deleting repairs it
+            await self.get_recipient(recipient_id)
         for sub in await self.list_subscriptions(recipient=recipient_id):
             await self.subscriptions.delete(sub.id)
         await self.recipients.delete(recipient_id)
@@ -288,7 +312,13 @@ class Directory:
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.InvalidKeyError):
             raise NotFoundError(f"no subscription {sub_id!r}") from None
         assert entry.value is not None
-        return Subscription.model_validate_json(entry.value)
+        try:
+            return Subscription.model_validate_json(entry.value)
+        except ValidationError as exc:
+            raise UnreadableRecordError(
+                f"subscription {sub_id!r} is stored in a form this hub cannot read "
+                f"({describe(exc)})"
+            ) from None
 
     async def put_subscription(self, sub: Subscription) -> Subscription:
         """Replace a subscription (mode changes from the preference centre)."""
@@ -307,14 +337,29 @@ class Directory:
 
     async def list_subscriptions(self, recipient: str | None = None) -> list[Subscription]:
         """Every subscription, or one recipient's."""
-        subs = [Subscription.model_validate_json(v) for v in await _values(self.subscriptions)]
+        subs = _readable(Subscription, "subscription", await _items(self.subscriptions))
         return [s for s in subs if recipient is None or s.recipient == recipient]
 
 
-async def _values(kv: KeyValue) -> list[bytes]:
-    """Every current value of ``kv``, by key."""
+async def _items(kv: KeyValue) -> list[tuple[str, bytes]]:
+    """Every current (key, value) of ``kv``, by key."""
     found = await snapshot(kv)
-    return [found[k] for k in sorted(found)]
+    return [(k, found[k]) for k in sorted(found)]
+
+
+def _stored(recipient: Recipient) -> bytes:
+    """The recipient's stored form, checked to read back.
+
+    Raises:
+        InvalidInputError: a value that validation normalises past a bound (e.g. a webhook
+            URL whose percent-encoding makes it longer than URLs may be).
+    """
+    stored = recipient.model_dump_json().encode()
+    try:
+        Recipient.model_validate_json(stored)
+    except ValidationError as exc:
+        raise InvalidInputError(f"{describe(exc)} (once normalised)") from None
+    return stored
 
 
 def _new_recipient(fields: Mapping[str, object]) -> Recipient:
@@ -323,3 +368,25 @@ def _new_recipient(fields: Mapping[str, object]) -> Recipient:
         return Recipient.model_validate(dict(fields))
     except ValidationError as exc:
         raise invalid_fields(exc) from None
+
+
+_M = TypeVar("_M", Recipient, Subscription)
+
+
+def _readable(model: type[_M], what: str, items: list[tuple[str, bytes]]) -> list[_M]:
+    """The values that pass ``model``; each other one is logged and skipped.
+
+    One bad record must not take every listing down with it.
+    """
+    out: list[_M] = []
+    for key, value in items:
+        try:
+            out.append(model.model_validate_json(value))
+        except ValidationError as exc:
+            log.warning(
+                "skipping %s %r: stored in a form this hub cannot read (%s)",
+                what,
+                key,
+                describe(exc),
+            )
+    return out

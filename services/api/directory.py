@@ -9,6 +9,7 @@ recipient, subscribes it to its initiatives and may drop any of its subscription
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -24,6 +25,7 @@ from schemas.text import Token
 from services.api.problems import responses
 from services.api.state import Caller, State, read_json
 from services.auth import Principal
+from services.directory import UnreadableRecordError
 
 router = APIRouter(tags=["directory"])
 
@@ -95,7 +97,7 @@ async def list_recipients(state: State, caller: Caller) -> list[Recipient]:
     "/v1/recipients/{recipient_id}",
     response_model=Recipient,
     summary="Get a recipient",
-    responses={200: _ok(_RECIPIENT_EXAMPLE), **responses(401, 403, 404, 422, 429)},
+    responses={200: _ok(_RECIPIENT_EXAMPLE), **responses(401, 403, 404, 409, 422, 429)},
 )
 async def get_recipient(recipient_id: RecipientId, state: State, caller: Caller) -> Recipient:
     """One recipient."""
@@ -110,7 +112,7 @@ async def get_recipient(recipient_id: RecipientId, state: State, caller: Caller)
     responses={
         200: _ok(_RECIPIENT_EXAMPLE, "replaced"),
         201: _ok(_RECIPIENT_EXAMPLE, "created"),
-        **responses(400, 401, 403, 413, 422, 429),
+        **responses(400, 401, 403, 409, 413, 415, 422, 429),
     },
     openapi_extra={
         "requestBody": {
@@ -138,9 +140,14 @@ async def put_recipient(
         recipient = Recipient.model_validate(fields)
     except ValidationError as exc:
         raise InvalidInputError(describe(exc)) from None
+    existed = True
     try:
         current: Recipient | None = await state.directory.get_recipient(recipient_id)
     except NotFoundError:
+        current, existed = None, False
+    except UnreadableRecordError:
+        if caller.role == "partner":
+            raise  # what the hub set (owner, disabled channels) is unknown: a backbone repairs
         current = None
     if caller.role == "partner":
         # A partner manages its own contacts, not who is told about them nor what the hub
@@ -151,7 +158,6 @@ async def put_recipient(
                 "disabled_channels": current.disabled_channels if current else (),
             }
         )
-    existed = current is not None
     await state.directory.put_recipient(recipient)
     return Response(
         recipient.model_dump_json(), 200 if existed else 201, media_type="application/json"
@@ -176,7 +182,8 @@ async def delete_recipient(recipient_id: RecipientId, state: State, caller: Call
     if caller.role == "partner":
         raise caller.deny("delete recipients")
     _check_recipient(caller, recipient_id)
-    await state.directory.get_recipient(recipient_id)
+    with contextlib.suppress(UnreadableRecordError):  # it exists; deleting repairs it
+        await state.directory.get_recipient(recipient_id)
     for sub in await state.directory.list_subscriptions(recipient=recipient_id):
         if not caller.may_see_subscription(sub.recipient, sub.pattern):
             raise caller.deny(f"delete {recipient_id!r}: subscribed to {sub.pattern!r}")
@@ -212,7 +219,7 @@ async def list_subscriptions(
     summary="Subscribe",
     responses={
         201: _ok(_SUBSCRIPTION_EXAMPLE, "subscribed (the same id if it existed)"),
-        **responses(400, 401, 403, 404, 413, 422, 429),
+        **responses(400, 401, 403, 404, 413, 415, 422, 429),
     },
     openapi_extra={
         "requestBody": {
@@ -251,7 +258,10 @@ async def subscribe(request: Request, state: State, caller: Caller) -> Response:
     "/v1/subscriptions/{subscription_id}",
     status_code=204,
     summary="Unsubscribe",
-    responses={204: {"description": "unsubscribed"}, **responses(401, 403, 404, 422, 429)},
+    responses={
+        204: {"description": "unsubscribed"},
+        **responses(401, 403, 404, 409, 422, 429),
+    },
 )
 async def unsubscribe(
     subscription_id: Annotated[str, Path(max_length=100, examples=["maria-3f2a9c1b7e4d"])],

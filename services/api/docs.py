@@ -7,6 +7,8 @@ handler), so both are documented here and attached with ``openapi_extra``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Final
 
 ONE_EXAMPLES: Final = {
@@ -48,23 +50,35 @@ ONE_EXAMPLES: Final = {
 }
 
 
-def body_doc(
-    schema: dict[str, Any], examples: dict[str, Any], key_doc: str, key_example: str
-) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class BodySpec:
+    """What one ingest route documents about its body and its ``Idempotency-Key``."""
+
+    schema: dict[str, Any]
+    examples: dict[str, Any]
+    key_doc: str
+    key_example: str
+
+
+def body_doc(spec: BodySpec, media_types: Iterable[str]) -> dict[str, Any]:
+    """The ``openapi_extra`` of an ingest route: its header and its body, per media type."""
     return {
         "parameters": [
             {
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "description": key_doc,
+                "description": spec.key_doc,
                 "schema": {"type": "string", "maxLength": 100},
-                "example": key_example,
+                "example": spec.key_example,
             }
         ],
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": schema, "examples": examples}},
+            "content": {
+                media_type: {"schema": spec.schema, "examples": spec.examples}
+                for media_type in sorted(media_types)
+            },
         },
     }
 
@@ -151,15 +165,17 @@ BATCH_RESULTS: Final[dict[int | str, dict[str, Any]]] = {
     },
 }
 
-EVENT_BODY: Final = body_doc(
+ONE: Final = BodySpec(
     EVENT_SCHEMA,
     ONE_EXAMPLES,
-    "short form: becomes the event id, so a retried POST is stored once",
+    "short form: becomes the event id, so a retried POST is stored once; within the "
+    "duplicate window, the same key with another body is refused (409)",
     "crm-sync-2026-10-01-bmi",
 )
-BATCH_BODY: Final = body_doc(
+BATCH: Final = BodySpec(
     {"type": "array", "maxItems": 1000, "items": EVENT_SCHEMA},
     BATCH_EXAMPLES,
-    "short-form item i gets the event id '<key>-<i>', so a retried batch is stored once",
+    "short-form item i gets the event id '<key>-<i>', so a retried batch is stored once; "
+    "within the duplicate window, the same key with another body is refused (409)",
     "crm-sync-2026-10-01",
 )

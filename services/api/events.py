@@ -9,6 +9,9 @@ An event comes in one of two forms:
   ``urn:impactbus:token:<token id>``. An ``Idempotency-Key`` header becomes the event id
   (item *i* of a batch gets ``<key>-<i>``), so a retried POST is the same event.
 
+Within the duplicate window a key is bound to the body first sent with it, in every API
+process (:mod:`services.api.idempotency`): the same key with another body is ``409``.
+
 A response is sent only after JetStream acknowledged the event: ``202`` means stored.
 JetStream deduplicates on ``Nats-Msg-Id`` = hash(source, id) within the stream's
 duplicate window; ``duplicate: true`` says a retry found the event already stored.
@@ -37,14 +40,17 @@ from schemas.events import EVENT_ADAPTER, TYPE_PREFIX, Event, describe, new_even
 from schemas.subjects import EventKind
 from schemas.text import Token
 from services.api import docs
+from services.api.idempotency import IdempotencyKeyReusedError, Route, claim
 from services.api.problems import responses
-from services.api.state import api_state, authorized, read_json
+from services.api.state import ApiState, api_state, authorized, read_json
 from services.auth import PermissionDeniedError, Principal
 from services.publish import publish_event, publish_events
 
 router = APIRouter(tags=["events"])
 
 _ID_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F))
+ONE_TYPES: Final = frozenset({"application/json", "application/cloudevents+json"})
+BATCH_TYPES: Final = frozenset({"application/json", "application/cloudevents-batch+json"})
 
 
 class ShortEvent(BaseModel):
@@ -166,6 +172,15 @@ def _forbidden(principal: Principal, event: Event) -> str | None:
     return str(principal.deny(f"publish {event.kind} events to {event.initiative!r}"))
 
 
+async def _claim(state: ApiState, route: Route, caller: Principal, key: str, body: object) -> None:
+    """Claim ``key`` for ``body`` (see :mod:`services.api.idempotency`), counting a refusal."""
+    try:
+        await claim(state.idempotency, route, caller.source, key, body)
+    except IdempotencyKeyReusedError:
+        state.metrics.rejected.labels("key_reused").inc()
+        raise
+
+
 @router.post(
     "/v1/events",
     status_code=202,
@@ -173,14 +188,14 @@ def _forbidden(principal: Principal, event: Event) -> str | None:
     response_model=Accepted,
     responses={
         **docs.ACCEPTED,
-        **responses(400, 401, 403, 413, 422, 429, 503),
+        **responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
     },
-    openapi_extra=docs.EVENT_BODY,
+    openapi_extra=docs.body_doc(docs.ONE, ONE_TYPES),
 )
 async def post_event(request: Request) -> Response:
     """Validate, authorise and publish one event; answer once JetStream stored it."""
     state, caller = api_state(request), await authorized(request)
-    obj = await read_json(request, state.settings.max_body)
+    obj = await read_json(request, state.settings.max_body, ONE_TYPES)
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     try:
         event = to_event(obj, caller, key)
@@ -191,6 +206,8 @@ async def post_event(request: Request) -> Response:
     if denied:
         state.metrics.rejected.labels("forbidden").inc()
         raise PermissionDeniedError(denied)
+    if key is not None:
+        await _claim(state, "event", caller, key, obj)
     published = await publish_event(state.bus, event)
     state.metrics.ingested(event, duplicate=published.duplicate)
     body = json.dumps(
@@ -212,15 +229,15 @@ async def post_event(request: Request) -> Response:
     responses={
         **docs.BATCH_RESULTS,
         207: {**docs.BATCH_RESULTS[207], "model": BatchResult},
-        **responses(400, 401, 413, 422, 429, 503),
+        **responses(400, 401, 409, 413, 415, 422, 429, 503),
     },
-    openapi_extra=docs.BATCH_BODY,
+    openapi_extra=docs.body_doc(docs.BATCH, BATCH_TYPES),
 )
 async def post_batch(request: Request) -> Response:
     """Validate each event; publish the valid ones pipelined; report per event."""
     state, caller = api_state(request), await authorized(request)
     settings = state.settings
-    items = await read_json(request, settings.max_batch_body)
+    items = await read_json(request, settings.max_batch_body, BATCH_TYPES)
     if not isinstance(items, list):
         raise InvalidInputError("body: expected a JSON array of events")
     if not 0 < len(items) <= settings.max_batch:
@@ -241,6 +258,8 @@ async def post_batch(request: Request) -> Response:
             state.metrics.rejected.labels("forbidden").inc()
             continue
         valid.append((i, event))
+    if valid and key is not None:
+        await _claim(state, "batch", caller, key, items)
     if valid:
         published = await publish_events(state.bus, [e for _, e in valid])
         counts: Counter[tuple[str, str, bool]] = Counter()

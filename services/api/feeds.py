@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Final
 
 import nats.errors
@@ -27,12 +28,12 @@ from nats.js import JetStreamContext, api
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from schemas.errors import BusUnavailableError, InvalidInputError
+from schemas.errors import BusUnavailableError
 from schemas.events import EVENT_ADAPTER
 from schemas.subjects import EVENTS_ROOT, EventKind, validate_pattern
 from schemas.text import Token
 from services.api.problems import responses
-from services.api.state import Caller, State
+from services.api.state import Caller, MalformedRequestError, State
 from services.bus import EVENTS, Bus
 
 router = APIRouter(tags=["feeds"])
@@ -40,6 +41,21 @@ router = APIRouter(tags=["feeds"])
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 FETCH_TIMEOUT_S: Final = 5.0
+MAX_SEQUENCE: Final = 2**64 - 1
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# nats-server compares start times in Unix nanoseconds (int64): a later time wraps around
+# and would read the feed from the start
+LATEST: Final = datetime(2262, 4, 11, 23, 47, 16, tzinfo=UTC)
+SINCE_FORMS: Final = (
+    f"since: use a stream sequence from 1 to {MAX_SEQUENCE} (a previous next_since) or an "
+    "RFC 3339 time with an offset from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16Z, "
+    "e.g. 2026-10-01T00:00:00Z"
+)
+_SEQUENCE: Final = re.compile(r"[0-9]{1,64}")
+_RFC3339: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +69,26 @@ class FeedPage:
 def parse_since(value: str | None) -> int | datetime | None:
     """``since``: a stream sequence (digits) or an RFC 3339 time with an offset.
 
+    Both are bounded to what JetStream can start a consumer at: a sequence fits in 64 bits
+    and a time lies between the epoch and 2262-04-11 in UTC (where nats-server's Unix
+    nanoseconds end; a far offset on year 1 is not even a time Python can represent).
+
     Raises:
-        InvalidInputError: neither.
+        MalformedRequestError: neither, or out of those bounds (400).
     """
     if value is None:
         return None
-    if value.isdigit():
-        return max(1, int(value))
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
-        raise InvalidInputError(
-            "since: use an RFC 3339 time with an offset (2026-10-01T00:00:00Z) or a sequence"
-        )
+    if _SEQUENCE.fullmatch(value):
+        sequence = int(value)
+        if sequence <= MAX_SEQUENCE:
+            return max(1, sequence)
+        raise MalformedRequestError(SINCE_FORMS)
+    when = None
+    if _RFC3339.fullmatch(value):
+        with contextlib.suppress(ValueError, OverflowError):
+            when = datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
+    if when is None or not EARLIEST <= when <= LATEST:
+        raise MalformedRequestError(SINCE_FORMS)
     return when
 
 
@@ -219,7 +240,7 @@ _FEED_EXAMPLE: Final = {
             "description": "events, oldest first (newest last)",
             "content": {"application/json": {"example": _FEED_EXAMPLE}},
         },
-        **responses(401, 403, 422, 429, 503),
+        **responses(400, 401, 403, 422, 429, 503),
     },
 )
 async def initiative_events(  # noqa: PLR0917 - FastAPI injects parameters by name

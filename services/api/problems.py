@@ -26,8 +26,14 @@ from schemas.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from services.api.state import BodyTooLargeError, MalformedRequestError
+from services.api.idempotency import IdempotencyKeyReusedError
+from services.api.state import (
+    BodyTooLargeError,
+    MalformedRequestError,
+    UnsupportedMediaTypeError,
+)
 from services.auth import AuthenticationError, PermissionDeniedError
+from services.directory import UnreadableRecordError
 from services.ratelimit import RateLimitedError
 
 log = logging.getLogger("impactbus.api")
@@ -38,10 +44,13 @@ PROBLEM_JSON: Final = "application/problem+json"
 STATUS: Final[tuple[tuple[type[ImpactbusError], int], ...]] = (
     (MalformedRequestError, 400),
     (BodyTooLargeError, 413),
+    (UnsupportedMediaTypeError, 415),
     (InvalidInputError, 422),
     (AuthenticationError, 401),
     (PermissionDeniedError, 403),
     (NotFoundError, 404),
+    (IdempotencyKeyReusedError, 409),
+    (UnreadableRecordError, 409),
     (RateLimitedError, 429),
     (BusUnavailableError, 503),
 )
@@ -158,7 +167,10 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "missing bearer token (Authorization: Bearer ib_...)",
         403: "token 0f3a9c2b7d4e8a61 (system) may not publish milestone events to 'somerville'",
         404: "no recipient 'maria'",
+        409: "Idempotency-Key 'crm-sync-2026-10-01-bmi' was already used for other content: "
+        "send a new key for a new request, or the same body to retry",
         413: "body is over the limit of 262144 bytes",
+        415: "Content-Type: send application/json (got 'application/x-www-form-urlencoded')",
         422: "data.title: String should have at most 200 characters",
         429: "rate limit of 200 requests/s (burst 400) exceeded",
         503: "JetStream did not acknowledge 1 event(s): timeout",

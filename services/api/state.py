@@ -6,8 +6,9 @@ dependencies, never from module globals.
 
 Errors (both :class:`~schemas.errors.InvalidInputError`)::
 
-    MalformedRequestError   the body is not JSON, or a header is unreadable     (HTTP 400)
-    BodyTooLargeError       the body is over the route's limit                  (HTTP 413)
+    MalformedRequestError       the body is not JSON, or a header is unreadable (HTTP 400)
+    BodyTooLargeError           the body is over the route's limit              (HTTP 413)
+    UnsupportedMediaTypeError   the body is declared as something else than JSON (HTTP 415)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Final
 
 from fastapi import Depends, Request
+from nats.js.kv import KeyValue
 from pydantic import Field
 from pydantic_core import from_json
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,12 +25,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.errors import InvalidInputError
 from services.api.metrics import ApiMetrics
 from services.auth import Authenticator, Principal
-from services.bus import Bus
+from services.bus import KV_IDEMPOTENCY, Bus
 from services.directory import Directory
 from services.ratelimit import RateLimiter
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
+
+JSON: Final = frozenset({"application/json"})
+"""The media types of a JSON body (the directory's routes)."""
 
 
 class ApiSettings(BaseSettings):
@@ -51,6 +56,10 @@ class BodyTooLargeError(InvalidInputError):
     """The request body is larger than the route accepts."""
 
 
+class UnsupportedMediaTypeError(InvalidInputError):
+    """The request's ``Content-Type`` is not one the route reads."""
+
+
 @dataclass
 class ApiState:
     """One API app's connections and helpers."""
@@ -61,6 +70,7 @@ class ApiState:
     limiter: RateLimiter
     directory: Directory
     metrics: ApiMetrics
+    idempotency: KeyValue  # body hashes per Idempotency-Key (services.api.idempotency)
 
     @classmethod
     async def open(cls, bus: Bus, settings: ApiSettings, metrics: ApiMetrics) -> ApiState:
@@ -74,6 +84,7 @@ class ApiState:
             limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
             directory=await Directory.open(bus),
             metrics=metrics,
+            idempotency=await bus.kv(KV_IDEMPOTENCY),
         )
 
     async def close(self) -> None:
@@ -139,13 +150,36 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, limit: int) -> object:
-    """The request body parsed as JSON (see :func:`read_body` for the limit).
+def check_media_type(request: Request, accepted: frozenset[str]) -> None:
+    """Refuse a body declared as anything but one of ``accepted`` (parameters ignored).
+
+    A form post or a text body sent to a JSON route is a client mistake that should be
+    named as such (415), not parsed as JSON and reported as malformed.
 
     Raises:
+        UnsupportedMediaTypeError: no ``Content-Type``, or another one.
+    """
+    declared = request.headers.get("content-type", "")
+    if declared.partition(";")[0].strip().lower() not in accepted:
+        names = " or ".join(sorted(accepted))
+        got = f"got {declared!r}" if declared else "got none"
+        raise UnsupportedMediaTypeError(f"Content-Type: send {names} ({got})")
+
+
+async def read_json(request: Request, limit: int, accepted: frozenset[str] = JSON) -> object:
+    """The request body parsed as JSON (see :func:`read_body` for the limit).
+
+    Args:
+        request: the request.
+        limit: the most bytes the body may have.
+        accepted: the media types the route reads (default: ``application/json``).
+
+    Raises:
+        UnsupportedMediaTypeError: the body is declared as another media type.
         BodyTooLargeError: more than ``limit`` bytes.
         MalformedRequestError: empty, not UTF-8 or not JSON.
     """
+    check_media_type(request, accepted)
     body = await read_body(request, limit)
     if not body.strip():
         raise MalformedRequestError("empty body: send a JSON document")

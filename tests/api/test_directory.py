@@ -36,7 +36,8 @@ async def test_recipient_input_errors(api: Api, backbone: str) -> None:
     assert "timezone" in r.json()["detail"]
     r = await api.client.put("/v1/recipients/Maria", json=MARIA, headers=h)
     assert r.status_code == 422
-    r = await api.client.put("/v1/recipients/maria", content=b"{", headers=h)
+    raw = {**h, "Content-Type": "application/json"}
+    r = await api.client.put("/v1/recipients/maria", content=b"{", headers=raw)
     assert r.status_code == 400
     assert (await api.client.get("/v1/recipients/nobody", headers=h)).status_code == 404
     assert (await api.client.delete("/v1/recipients/nobody", headers=h)).status_code == 404

@@ -28,6 +28,11 @@ CLOUDEVENT = {
 }
 
 
+def json_body(token: str) -> dict[str, str]:
+    """Headers of a raw JSON body (httpx sets the content type only for ``json=``)."""
+    return {**bearer(token), "Content-Type": "application/json"}
+
+
 def with_data(**data: object) -> dict[str, object]:
     return {**METRIC, "data": {**METRIC["data"], **data}}  # type: ignore[dict-item]
 
@@ -127,14 +132,14 @@ async def test_nan_is_refused(api: Api, backbone: str) -> None:
         b'{"kind":"metric","initiative":"somerville","topic":"bmi",'
         b'"data":{"indicator":"x","value":NaN}}'
     )
-    r = await api.client.post("/v1/events", content=raw, headers=bearer(backbone))
+    r = await api.client.post("/v1/events", content=raw, headers=json_body(backbone))
     assert r.status_code == 422
     assert "data.value" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b'{"kind": "metric",', b"\xff\xfe", b"[1,]"])
 async def test_malformed_json_is_400(api: Api, backbone: str, raw: bytes) -> None:
-    r = await api.client.post("/v1/events", content=raw, headers=bearer(backbone))
+    r = await api.client.post("/v1/events", content=raw, headers=json_body(backbone))
     assert r.status_code == 400, r.text
     assert "Traceback" not in r.text
     assert await api.count() == 0
@@ -168,7 +173,7 @@ async def test_chunked_body_over_the_limit_is_413_without_content_length(
             yield b"y" * 1000
         yield b'"}}'
 
-    r = await api.client.post("/v1/events", content=chunks(), headers=bearer(token))
+    r = await api.client.post("/v1/events", content=chunks(), headers=json_body(token))
     assert "content-length" not in r.request.headers
     assert r.status_code == 413
     assert await api.count() == 0

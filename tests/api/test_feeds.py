@@ -81,14 +81,46 @@ async def test_empty_stream(api: Api, backbone: str) -> None:
     assert r.json()["events"] == []
 
 
-@pytest.mark.parametrize(
-    "query",
-    ["limit=0", "limit=501", "kind=gossip", "since=yesterday", "since=2026-10-01T00:00:00"],
-)
+@pytest.mark.parametrize("query", ["limit=0", "limit=501", "kind=gossip"])
 async def test_bad_query_is_422(api: Api, backbone: str, query: str) -> None:
     r = await api.client.get(f"/v1/initiatives/somerville/events?{query}", headers=bearer(backbone))
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "yesterday",
+        "2026-10-01T00:00:00",  # no offset
+        "18446744073709551616",  # one past the largest JetStream sequence
+        "0001-01-01T00:00:00+14:00",  # before year 1 in UTC
+        "9999-12-31T23:59:59-14:00",  # after year 9999 in UTC
+        "2262-04-12T00:00:00Z",  # past nats-server's Unix nanoseconds: would read from the start
+        "1969-12-31T23:59:59Z",
+        "\u0661\u0662",  # digits, but not ASCII ones
+    ],
+)
+async def test_unreadable_since_is_400_naming_the_accepted_forms(
+    api: Api, backbone: str, since: str
+) -> None:
+    r = await api.client.get(
+        "/v1/initiatives/somerville/events", params={"since": since}, headers=bearer(backbone)
+    )
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "stream sequence from 1 to 18446744073709551615" in r.json()["detail"]
+    assert "RFC 3339 time with an offset" in r.json()["detail"]
+
+
+async def test_since_at_the_bounds_reads_an_empty_page(api: Api, backbone: str) -> None:
+    await post_all(api, [metric("somerville", 1)])
+    for since in ("18446744073709551615", "2262-04-11T23:47:16Z"):
+        r = await api.client.get(
+            "/v1/initiatives/somerville/events", params={"since": since}, headers=bearer(backbone)
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["events"] == []
 
 
 async def test_bad_initiative_is_422(api: Api) -> None:
