@@ -214,7 +214,7 @@ class Failures:
         await _nak(msg, delay)
         self.counts["retrying"] += 1
         log.warning(
-            "%s: %s failed (attempt %d of %d), retrying in %.1fs: %s",
+            "%s: %s failed (attempt %d of %d), retrying in %.3gs: %s",
             self.name,
             msg.subject,
             attempt,

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
@@ -72,7 +72,7 @@ class Router:
         self.counts: dict[str, int] = {"routed": 0, "jobs": 0, "dead": 0}
 
     @classmethod
-    async def open(cls, bus: Bus, *, failures: Failures | None = None) -> Router:
+    async def open(cls, bus: Bus, *, failures: Failures | None = None) -> Self:
         """A router over the hub's directory buckets (call :meth:`start` next).
 
         Args:

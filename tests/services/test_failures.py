@@ -20,14 +20,22 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js import api
 
+from notifiers.email import EmailNotifier, SmtpSettings
+from schemas.delivery import Delivery
 from schemas.events import Event, new_event
-from services.bus import DEAD, DELIVERIES, EVENTS, ROUTER_CONSUMER, Bus
+from schemas.subjects import delivery_subject, tick_subject
+from schemas.targets import EmailTarget
+from services.bus import DEAD, DELIVERIES, DIGEST_CONSUMER, EVENTS, ROUTER_CONSUMER, SCHEDULES, Bus
 from services.consumer import ConsumerStats, run_batches, run_each
 from services.deadletters import DeadLetter, get_dead, list_dead
+from services.deliver import DeliveryWorker
+from services.digest import DigestService
+from services.digest_view import DigestView, render_digest_email
 from services.directory import Directory
 from services.failures import Failures, RetryPolicy, encode_dead_letter
 from services.publish import publish_events
 from services.router import Router
+from tests.fakes.smtp import SmtpSink
 
 
 class Recorded(RetryPolicy):
@@ -275,3 +283,142 @@ async def _eq(value: Awaitable[int], n: int) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+# ------------------------------------------------------------------------------ worker
+
+
+async def test_worker_dead_letters_a_300kb_unusable_job_cut_and_keeps_delivering(
+    bus: Bus, smtp_sink: SmtpSink
+) -> None:
+    notifier = EmailNotifier(SmtpSettings(host=smtp_sink.host, port=smtp_sink.port, tls="none"))
+    worker = await DeliveryWorker.open(bus, notifier, FAST)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_each(bus, DELIVERIES, "email", worker.handle, stop=stop, failures=worker.failures())
+    )
+    poison = b"\xff" * 300 * 1024
+    try:
+        await bus.js.publish("deliver.email.x", poison)
+        await until(lambda: _n(dead(bus), 1), "the unusable job's dead letter")
+        event = _update("after")
+        good = Delivery(event=event, recipient="ann", target=EmailTarget(address="ann@example.org"))
+        await bus.js.publish(
+            delivery_subject("email", "x"),
+            good.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": good.job_id},
+        )
+        await smtp_sink.wait_for_async(1)
+    finally:
+        stop.set()
+        await task
+        await notifier.aclose()
+        await worker.close()
+    [letter] = await dead(bus)
+    assert (letter.reason, letter.initiative, letter.channel) == ("invalid", "x", "email")
+    assert letter.payload_truncated
+    assert letter.payload_bytes == len(poison)
+    assert letter.payload_sha256 == hashlib.sha256(poison).hexdigest()
+    assert worker.counts["dead"] == 1
+    assert worker.counts["sent"] == 1
+    info = await bus.js.consumer_info(DELIVERIES, "email")
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+
+# ------------------------------------------------------------------------------ digest
+
+
+class FailingRender:
+    """Renders digest emails, failing the first ``times`` renders for some recipients."""
+
+    def __init__(self, fault: type[Exception], times: int, *recipients: str) -> None:
+        self.fault, self.left = fault, dict.fromkeys(recipients, times)
+
+    def __call__(self, view: DigestView, preferences: str | None) -> tuple[str, str, str]:
+        who = view.recipient_id
+        if self.left.get(who, 0) > 0:
+            self.left[who] -= 1
+            raise self.fault(f"cannot render {who}'s digest")
+        return render_digest_email(view, preferences)
+
+
+async def _digests(
+    bus: Bus, render: FailingRender
+) -> tuple[DigestService, asyncio.Task[None], asyncio.Event]:
+    Recorded.delays.clear()
+    d = await Directory.open(bus)
+    for rid in ("ana", "bob"):
+        await d.add_recipient(
+            id=rid, email=f"{rid}@example.org", name=rid.title(), digest="daily@08:00"
+        )
+        await d.subscribe(rid, "impact.x.>", "email", mode="digest")
+    router = await Router.open(bus)
+    await router.start()
+    await publish_events(bus, [_update("one")])
+    sub = await bus.js.pull_subscribe_bind(durable=ROUTER_CONSUMER, stream=EVENTS)
+    await router.handle(await sub.fetch(10, timeout=5))
+    await sub.unsubscribe()
+    await router.stop()
+    service = await DigestService.open(bus, render_email=render)
+    await service.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_each(
+            bus,
+            SCHEDULES,
+            DIGEST_CONSUMER,
+            service.handle_tick,
+            stop=stop,
+            failures=service.failures(FAST),
+        )
+    )
+    return service, task, stop
+
+
+async def _tick(bus: Bus, recipient: str) -> None:
+    await bus.js.publish(tick_subject(recipient), b"", stream=SCHEDULES)
+
+
+async def test_a_digest_that_cannot_be_made_is_dead_and_the_others_and_the_next_tick_run(
+    bus: Bus,
+) -> None:
+    render = FailingRender(ValueError, 1, "bob")
+    service, task, stop = await _digests(bus, render)
+    try:
+        await _tick(bus, "bob")
+        await _tick(bus, "ana")
+        await until(lambda: _n(dead(bus), 1), "bob's tick dead-lettered")
+        await until(lambda: _eq(count(bus, DELIVERIES), 1), "ana's digest")
+        await _tick(bus, "bob")  # the schedule's next tick
+        await until(lambda: _eq(count(bus, DELIVERIES), 2), "bob's digest on the next tick")
+    finally:
+        stop.set()
+        await task
+        await service.stop()
+    [letter] = await dead(bus)
+    assert (letter.reason, letter.initiative, letter.recipient) == ("digest", "digest", "bob")
+    assert letter.error == "ValueError: cannot render bob's digest"
+    assert letter.attempts == 1
+    assert letter.original_subject == "digest-tick.bob"
+    assert service.counts["sent"] == 2
+
+
+async def test_a_digest_failing_transiently_is_retried_and_dead_after_its_attempts(
+    bus: Bus,
+) -> None:
+    render = FailingRender(TimeoutError, FAST.attempts - 1, "ana")  # recovers on the last
+    render.left["bob"] = 99  # never recovers
+    service, task, stop = await _digests(bus, render)
+    try:
+        await _tick(bus, "ana")
+        await _tick(bus, "bob")
+        await until(lambda: _n(dead(bus), 1), "bob's tick dead-lettered")
+        await until(lambda: _eq(count(bus, DELIVERIES), 1), "ana's digest")
+    finally:
+        stop.set()
+        await task
+        await service.stop()
+    [letter] = await dead(bus)
+    assert (letter.recipient, letter.attempts) == ("bob", FAST.attempts)
+    assert render.left == {"ana": 0, "bob": 99 - FAST.attempts}
+    assert sorted(a for a, _ in Recorded.delays) == [1, 1, 2, 2]  # both retried, with delays
