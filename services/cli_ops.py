@@ -51,6 +51,7 @@ def _line(d: DeadLetter) -> str:
     who = d.recipient or "-"
     where = d.channel or "-"
     what = d.error if d.replayable else f"{d.original_subject or '?'}: {d.error}"
+    what = what[: 200 - len(d.note)] + d.note
     attempts = str(d.attempts) if d.attempts is not None else "-"
     return (
         f"{d.seq:>6}  {when:<19}  {d.reason:<12} {d.initiative:<16} {where:<8} {who:<16} "

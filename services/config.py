@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.failures import RetryPolicy
+
 
 class HubSettings(BaseSettings):
     """Where the hub keeps its files and how it presents itself."""
@@ -27,6 +29,22 @@ class HubSettings(BaseSettings):
     shutdown_grace_s: float = Field(
         20, ge=0, description="on SIGTERM, how long in-flight sends may finish before hand-back"
     )
+
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        description="attempts of a message that fails transiently (router, digest ticks)"
+        " before it is dead-lettered; delivery workers use IMPACTBUS_RETRY_*",
+    )
+    backoff_base_s: float = Field(1.0, gt=0, description="first retry delay of such a message")
+    backoff_cap_s: float = Field(60.0, gt=0, description="longest retry delay")
+
+    @property
+    def failure_policy(self) -> RetryPolicy:
+        """How consumers other than the delivery workers retry a transient failure."""
+        return RetryPolicy(
+            base_s=self.backoff_base_s, cap_s=self.backoff_cap_s, attempts=self.max_attempts
+        )
 
     @property
     def base_url(self) -> str:

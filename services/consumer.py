@@ -11,6 +11,11 @@ FIELD-NOTES for the figures.
   keeps fetching while slots are free (delivery workers: a slow send does not hold the
   next fetch).
 
+A handler that raises does not hand its message back as it is: the loop settles it
+through :class:`~services.failures.Failures` (transient: ``nak(delay)`` with backoff up to
+the policy's attempts; otherwise, or attempts used up: dead letter and ``term``). So no
+message loops, whatever a handler does.
+
 On stop, no new fetch starts; in-flight work gets ``grace`` seconds, and messages not
 settled by then are nak'ed so another worker gets them at once (never terminated).
 """
@@ -29,6 +34,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from services.bus import Bus
+from services.failures import Failures
 
 log = logging.getLogger("impactbus.consumer")
 FETCH_WAIT = 1.0
@@ -42,6 +48,8 @@ class ConsumerStats:
     fetched: int = 0
     last_fetch: float = field(default_factory=time.monotonic)
     errors: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    """The loop's :attr:`Failures.counts`: messages retried and dead-lettered."""
 
 
 async def _bind(
@@ -95,10 +103,17 @@ async def _fetch(
 
 
 async def _hand_back(msgs: list[Msg]) -> None:
+    """On stop only: unfinished work goes to another worker at once."""
     for m in msgs:
         if not m._ackd:
             with contextlib.suppress(Exception):
                 await m.nak()
+
+
+def _failures(bus: Bus, failures: Failures | None, stats: ConsumerStats) -> Failures:
+    failures = failures or Failures(bus.nc, stats.name)
+    stats.failures = failures.counts
+    return failures
 
 
 async def run_batches(
@@ -110,9 +125,15 @@ async def run_batches(
     stop: asyncio.Event,
     batch: int = 256,
     stats: ConsumerStats | None = None,
+    failures: Failures | None = None,
 ) -> None:
-    """Fetch batches and hand each to ``handler``, which settles every message."""
+    """Fetch batches and hand each to ``handler``, which settles every message.
+
+    A handler that raises leaves its unsettled messages to ``failures`` (each classified
+    on its own); a handler should settle a message that fails on its own the same way.
+    """
     stats = stats or ConsumerStats(durable)
+    settle = _failures(bus, failures, stats)
     sub = await _bind(bus, stream, durable, stop, stats.name)
     if sub is None:
         return
@@ -123,9 +144,10 @@ async def run_batches(
                 continue
             try:
                 await handler(msgs)
-            except Exception:
-                log.exception("%s: handler failed; handing the batch back", stats.name)
-                await _hand_back(msgs)
+            except Exception as exc:  # classified: retried or dead-lettered
+                for msg in msgs:
+                    if not msg._ackd:
+                        await settle.settle(msg, exc)
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
@@ -141,13 +163,16 @@ async def run_each(
     max_in_flight: int = 64,
     grace: float = 20.0,
     stats: ConsumerStats | None = None,
+    failures: Failures | None = None,
 ) -> None:
     """Run ``handler`` per message, up to ``max_in_flight`` at once.
 
     The next fetch asks for all free slots, but only once at least a quarter of them are
     free: refilling one slot at a time would cost a fetch round trip per message.
+    A message whose handler raises is settled by ``failures``.
     """
     stats = stats or ConsumerStats(durable)
+    settle = _failures(bus, failures, stats)
     sub = await _bind(bus, stream, durable, stop, stats.name)
     if sub is None:
         return
@@ -157,9 +182,8 @@ async def run_each(
     async def one(msg: Msg) -> None:
         try:
             await handler(msg)
-        except Exception:
-            log.exception("%s: handler failed; message handed back", stats.name)
-            await _hand_back([msg])
+        except Exception as exc:  # classified: retried or dead-lettered
+            await settle.settle(msg, exc)
 
     try:
         while not stop.is_set():

@@ -11,6 +11,12 @@ Two kinds of dead letter live on ``dead.<reason>.<initiative>``:
 * an **invalid** message (reason ``invalid``, written by the router or a worker): the
   error and the original payload. It cannot be replayed: the publisher must fix it and
   publish again.
+* a message its consumer **failed** to handle (reason ``failed``, or ``digest`` for a
+  digest tick, written by :mod:`services.failures`): the error, the consumer, the
+  attempts and the original payload (a failed job, with its job: replayable).
+
+A payload too large for a dead letter is cut: ``payload_truncated`` is set, with the
+original's size (``payload_bytes``) and its sha256 (``payload_sha256``).
 
 A replay is refused while the recipient's channel is disabled: enable it first
 (:func:`enable_channel`, ``impactbus recipients enable``).
@@ -58,6 +64,18 @@ class DeadLetter:
     original_subject: str | None = None
     job: dict[str, Any] | None = None
     payload: str | None = None
+    payload_truncated: bool | None = None
+    payload_bytes: int | None = None
+    payload_sha256: str | None = None
+    consumer: str | None = None
+
+    @property
+    def note(self) -> str:
+        """What a listing adds to the error: a cut payload and its original size."""
+        if not self.payload_truncated:
+            return ""
+        size = f"{self.payload_bytes:,} bytes" if self.payload_bytes is not None else "?"
+        return f" (payload truncated: {size}, sha256 {(self.payload_sha256 or '?')[:12]}...)"
 
     @property
     def replayable(self) -> bool:
@@ -95,7 +113,6 @@ def parse_dead_letter(seq: int, subject: str, data: bytes) -> DeadLetter:
             seq, subject, reason, initiative, "unreadable dead letter", "", payload=_text(data)
         )
     job = body.get("job")
-    attempts = body.get("attempts")
     return DeadLetter(
         seq=seq,
         subject=subject,
@@ -104,7 +121,7 @@ def parse_dead_letter(seq: int, subject: str, data: bytes) -> DeadLetter:
         error=str(body.get("error") or ""),
         failed_at=str(body.get("failed_at") or ""),
         channel=_str(body.get("channel")),
-        attempts=attempts if isinstance(attempts, int) else None,
+        attempts=_int(body.get("attempts")),
         recipient=_str(body.get("recipient") or (job or {}).get("recipient")),
         target=_str(body.get("target")),
         job_id=_str(body.get("job_id")),
@@ -112,6 +129,10 @@ def parse_dead_letter(seq: int, subject: str, data: bytes) -> DeadLetter:
         original_subject=_str(body.get("subject")),
         job=job if isinstance(job, dict) else None,
         payload=_str(body.get("payload")),
+        payload_truncated=True if body.get("payload_truncated") is True else None,
+        payload_bytes=_int(body.get("payload_bytes")),
+        payload_sha256=_str(body.get("payload_sha256")),
+        consumer=_str(body.get("consumer")),
     )
 
 
@@ -322,6 +343,10 @@ async def _recipient(bus: Bus, recipient_id: str) -> Recipient | None:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _text(data: bytes) -> str:

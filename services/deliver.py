@@ -9,6 +9,10 @@
   disabled when the error says so;
 * anything unexpected counts as transient: a bug must not lose a message.
 
+A job whose handling raises outside the send (the bus failing under the worker, a bug) is
+settled by the consumer loop with the same retry policy (:meth:`DeliveryWorker.failures`):
+retried if transient, else dead-lettered with the job, never handed back at once.
+
 While a job is being sent (which includes waiting for a pooled SMTP connection or HTTP
 slot) the worker tells JetStream it is still in progress every third of the consumer's
 ``ack_wait``: a slow relay must not make the server hand the same job to a second worker,
@@ -42,7 +46,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -51,15 +54,22 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notifiers.base import Notifier, PermanentDeliveryError, TransientDeliveryError
 from schemas.delivery import Delivery, DeliveryResult
 from schemas.events import describe
-from schemas.subjects import TOKEN_RE, dead_subject, delivery_subject, log_subject
+from schemas.subjects import dead_subject, delivery_subject, log_subject
 from services.acks import publish_acked
 from services.bus import DELIVERIES, KV_RECIPIENTS, KV_SENT, Bus
+from services.failures import (
+    Failures,
+    RetryPolicy,
+    dead_letter_limit,
+    encode_dead_letter,
+    message_initiative,
+)
 from services.markers import KeyLookup
 from services.notices import disable_target, owner_notice, owner_of
 from services.router import dead_letter
@@ -69,24 +79,6 @@ log = logging.getLogger("impactbus.deliver")
 
 MARKER_BUDGET_S = 5.0
 """How long a ``sent`` marker write is retried before the job is acked without it."""
-
-
-class RetryPolicy(BaseModel):
-    """Exponential backoff, half jittered: ``uniform(c / 2, c)``, ``c = min(cap, base * 2**(n-1))``.
-
-    Half rather than full jitter: a retry never comes back almost at once, and workers
-    that failed together still spread out.
-    """
-
-    base_s: float = Field(2.0, gt=0)
-    cap_s: float = Field(900.0, gt=0)
-    attempts: int = Field(8, ge=1)
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before attempt ``attempt + 1`` (``retry_after`` is a floor)."""
-        ceiling = min(self.cap_s, self.base_s * 2 ** max(0, attempt - 1))
-        wait = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
-        return max(wait, retry_after or 0.0)
 
 
 class RetrySettings(BaseSettings):
@@ -133,6 +125,7 @@ class DeliveryWorker:
         self.recipients_kv = recipients
         self.threads = threads
         self.heartbeat_s = max(0.1, (ack_wait_s or bus.settings.ack_wait_s) / 3)
+        self.dead_limit = dead_letter_limit(bus.nc)
         # Sends whose marker is not stored yet are what a crash can duplicate: admit no
         # more of them than the notifier sends at once (EmailNotifier: its SMTP pool).
         limit = getattr(notifier, "concurrency", None)
@@ -239,12 +232,43 @@ class DeliveryWorker:
 
     async def _unusable(self, msg: Msg, error: str) -> None:
         """Dead-letter a job that is not a delivery (reason ``invalid``; never replayable)."""
-        parts = msg.subject.split(".")
-        initiative = parts[2] if len(parts) == 3 and TOKEN_RE.fullmatch(parts[2]) else "unknown"
-        _, payload = dead_letter(msg.subject, msg.data, error, {"channel": self.channel})
-        await self.bus.js.publish(dead_subject("invalid", initiative), payload)
+        subject, payload = dead_letter(
+            msg.subject, msg.data, error, {"channel": self.channel}, limit=self.dead_limit
+        )
+        meta = msg.metadata
+        await self.bus.js.publish(
+            subject,
+            payload,
+            headers={"Nats-Msg-Id": f"dead-{meta.stream}-{meta.consumer}-{meta.sequence.stream}"},
+        )
         await msg.term()
         self.counts["dead"] += 1
+        log.warning(
+            "%s: dead letter for an unusable job on %s: %s", self.channel, msg.subject, error
+        )
+
+    def failures(self) -> Failures:
+        """How the consumer loop settles a job whose handling raised.
+
+        With the channel's retry policy: a job that keeps failing in the worker itself (a
+        bug, the bus failing under it) is dead-lettered like one its provider refused.
+        Its dead letter holds the job as queued, so it can be replayed.
+        """
+
+        def letter(msg: Msg, exc: BaseException) -> tuple[str, dict[str, Any]]:
+            fields: dict[str, Any] = {"reason": "failed", "channel": self.channel}
+            with contextlib.suppress(ValidationError):
+                delivery = Delivery.model_validate_json(msg.data)
+                fields.update(
+                    job=json.loads(msg.data),
+                    job_id=delivery.job_id,
+                    recipient=delivery.recipient,
+                    target=delivery.target.key,
+                    event_id=delivery.event.id,
+                )
+            return dead_subject("failed", message_initiative(msg.subject)), fields
+
+        return Failures(self.bus.nc, self.channel, self.retry, dead_letter=letter)
 
     async def _already_sent(self, job_id: str) -> bool | None:
         """Whether the job's ``sent`` marker exists; ``None`` if that cannot be told now.
@@ -321,7 +345,7 @@ class DeliveryWorker:
         }
         await self.bus.js.publish(
             dead_subject(_token(reason), delivery.event.initiative),
-            json.dumps(payload).encode(),
+            encode_dead_letter(payload, msg.data, self.dead_limit),
             headers={"Nats-Msg-Id": f"dead-{delivery.job_id}-{msg.metadata.sequence.stream}"},
         )
         await msg.term()

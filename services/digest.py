@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -30,7 +30,7 @@ from typing import Any, Final, Literal
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from ulid import ULID
 
@@ -39,7 +39,7 @@ from schemas.delivery import Delivery, Rendered
 from schemas.directory import Recipient
 from schemas.errors import InvalidInputError, NotFoundError
 from schemas.events import EVENT_ADAPTER, Event
-from schemas.subjects import delivery_subject, digest_subject, tick_subject
+from schemas.subjects import dead_subject, delivery_subject, digest_subject, tick_subject
 from schemas.targets import CHANNELS, Channel
 from services.acks import ack_mux
 from services.bus import DIGESTS, KV_DIGEST_STATE, KV_RECIPIENTS, SCHEDULES, Bus
@@ -51,12 +51,15 @@ from services.digest_view import (
     render_digest_email,
 )
 from services.directory import Directory
+from services.failures import DEFAULT_POLICY, Failures, RetryPolicy
 from services.itemstore import StoredMsg, read_subject, split_digest_item
 from services.markers import KeyLookup
 from services.schedule import period_key, schedule_headers
 from services.watch import KvMirror
 
 log = logging.getLogger("impactbus.digest")
+EmailRenderer = Callable[[DigestView, str | None], tuple[str, str, str]]
+"""(view, preferences link) -> (subject, text, HTML) of a digest email."""
 Outcome = Literal["sent", "empty", "done-already", "busy", "no-recipient"]
 
 
@@ -137,8 +140,21 @@ class DigestService:
         *,
         links: LinkMaker = no_links,
         settings: DigestSettings | None = None,
+        render_email: EmailRenderer = render_digest_email,
     ) -> None:
+        """A digest service over ``recipients`` and ``state``.
+
+        Args:
+            bus: the hub's bus.
+            recipients: the recipients bucket (followed).
+            state: the ``digest_state`` bucket.
+            links: builds the preferences link of each digest.
+            settings: ``IMPACTBUS_DIGEST_*``.
+            render_email: renders a digest email (subject, text, HTML) from its view and
+                preferences link.
+        """
         self.bus = bus
+        self.render_email = render_email
         self.state = state
         self.links = links
         self.settings = settings or DigestSettings()
@@ -150,7 +166,12 @@ class DigestService:
 
     @classmethod
     async def open(
-        cls, bus: Bus, *, links: LinkMaker = no_links, settings: DigestSettings | None = None
+        cls,
+        bus: Bus,
+        *,
+        links: LinkMaker = no_links,
+        settings: DigestSettings | None = None,
+        render_email: EmailRenderer = render_digest_email,
     ) -> DigestService:
         """A service over the hub's buckets (call :meth:`start` to follow recipients)."""
         return cls(
@@ -159,6 +180,7 @@ class DigestService:
             await bus.kv(KV_DIGEST_STATE),
             links=links,
             settings=settings,
+            render_email=render_email,
         )
 
     # ----------------------------------------------------------------- schedules
@@ -197,7 +219,12 @@ class DigestService:
     # ---------------------------------------------------------------------- runs
 
     async def handle_tick(self, msg: Msg) -> None:
-        """Run the digest a tick asks for, then ack the tick."""
+        """Run the digest a tick asks for, then ack the tick.
+
+        A tick whose run raises is settled by the consumer loop with :meth:`failures`:
+        retried with backoff if the failure is transient, else dead-lettered; the next
+        tick of the schedule runs either way, and other recipients' ticks are not held.
+        """
         recipient_id = msg.subject.split(".", 1)[1]
         at = msg.metadata.timestamp or datetime.now(UTC)
         try:
@@ -209,6 +236,19 @@ class DigestService:
             await msg.nak(delay=5)
             return
         await msg.ack()
+
+    def failures(self, policy: RetryPolicy = DEFAULT_POLICY) -> Failures:
+        """How the consumer loop settles a tick whose digest run raised.
+
+        Its dead letter is ``dead.digest.digest`` (digest deliveries' initiative is
+        ``digest`` too), with the recipient and the error.
+        """
+
+        def letter(msg: Msg, exc: BaseException) -> tuple[str, dict[str, Any]]:
+            recipient = msg.subject.split(".", 1)[-1]
+            return dead_subject("digest", "digest"), {"reason": "digest", "recipient": recipient}
+
+        return Failures(self.bus.nc, "digest", policy, dead_letter=letter)
 
     async def _recipient(self, recipient_id: str) -> Recipient:
         r = self.recipients.get(recipient_id)
@@ -316,15 +356,23 @@ class DigestService:
         """Render the digest of ``items`` (no I/O): one delivery per channel asked for."""
         events: list[Event] = []
         channels: list[Channel] = []
+        skipped: list[tuple[int, str]] = []
         for item in items:
             try:
                 event, channel = read_item(item.data)
-            except (ValidationError, ValueError):
-                log.warning("skipping an unreadable digest item %d for %s", item.seq, recipient.id)
+            except Exception as exc:  # one bad item never stops the digest
+                skipped.append((item.seq, type(exc).__name__))
                 continue
             events.append(event)
             if channel not in channels:
                 channels.append(channel)
+        if skipped:  # one line per digest, however many items
+            log.warning(
+                "digest of %s: skipped %d unreadable item(s) (first: %d, %s)",
+                recipient.id,
+                len(skipped),
+                *skipped[0],
+            )
         result = DigestResult("sent", period, items=len(events))
         if not events:
             return result
@@ -354,7 +402,7 @@ class DigestService:
                     blocks=digest_blocks(view),
                 )
             else:
-                subject, text, html = render_digest_email(view, self.links(base).preferences)
+                subject, text, html = self.render_email(view, self.links(base).preferences)
                 rendered = Rendered(subject=subject[:300], text=text, html=html)
             result.deliveries.append(base.model_copy(update={"rendered": rendered}))
             result.channels.append(channel)
@@ -457,6 +505,7 @@ async def run_digest(rt: Any) -> None:
             stop=rt.stop,
             max_in_flight=16,
             stats=stats,
+            failures=service.failures(rt.hub.failure_policy),
         )
     finally:
         await service.stop()

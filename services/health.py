@@ -7,7 +7,8 @@ process, the API's ``/metrics`` includes these metrics too.
 
 The metrics are read from the services' own counters when Prometheus scrapes, so the hot
 path pays nothing: events routed, jobs queued and dead letters (router); deliveries by
-channel and outcome (workers); consumer pending and ack-pending counts (JetStream). Labels
+channel and outcome (workers); messages whose handling failed, retried or dead-lettered,
+per consumer; consumer pending and ack-pending counts (JetStream). Labels
 are channels and consumer names, never concrete subjects.
 """
 
@@ -89,6 +90,15 @@ class HubCollector(Collector):
             fam = CounterMetricFamily(f"impactbus_router_{name}", doc)
             fam.add_metric([], router.get(name, 0))
             yield fam
+        failures = CounterMetricFamily(
+            "impactbus_consumer_failures",
+            "Messages whose handling failed, by consumer and outcome (retrying, dead)",
+            labels=["consumer", "outcome"],
+        )
+        for name, stats in self.rt.stats.items():
+            for outcome, n in stats.failures.items():
+                failures.add_metric([name, outcome], n)
+        yield failures
         pending = GaugeMetricFamily(
             "impactbus_consumer_pending",
             "Messages not yet delivered to the consumer",

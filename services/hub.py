@@ -35,6 +35,7 @@ from services.bus import (
 from services.config import HubSettings
 from services.consumer import ConsumerStats, run_batches, run_each
 from services.deliver import DeliveryWorker, RetrySettings
+from services.failures import Failures
 from services.router import Router
 
 log = logging.getLogger("impactbus.hub")
@@ -56,13 +57,21 @@ class Runtime:
 
 async def run_router(rt: Runtime) -> None:
     """The router service."""
-    router = await Router.open(rt.bus)
+    failures = Failures(rt.bus.nc, "router", rt.hub.failure_policy)
+    router = await Router.open(rt.bus, failures=failures)
     await router.start()
     rt.counters["router"] = router.counts
     stats = rt.stats.setdefault("router", ConsumerStats("router"))
     try:
         await run_batches(
-            rt.bus, EVENTS, ROUTER_CONSUMER, router.handle, stop=rt.stop, batch=256, stats=stats
+            rt.bus,
+            EVENTS,
+            ROUTER_CONSUMER,
+            router.handle,
+            stop=rt.stop,
+            batch=256,
+            stats=stats,
+            failures=failures,
         )
     finally:
         await router.stop()
@@ -94,6 +103,7 @@ def channel_service(channel: str) -> Callable[[Runtime], Awaitable[None]]:
                     max_in_flight=128,
                     stats=stats,
                     grace=rt.hub.shutdown_grace_s,
+                    failures=worker.failures(),
                 )
             finally:
                 await worker.close()

@@ -19,28 +19,29 @@ knows jobs that were already consumed; the delivery workers' ``sent`` markers ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from schemas.directory import Recipient
-from schemas.errors import InvalidInputError, InvalidSubjectError
+from schemas.errors import InvalidInputError
 from schemas.events import Event, parse_event
 from schemas.subjects import (
     dead_subject,
     delivery_subject,
     digest_subject,
     log_subject,
-    parse_event_subject,
 )
 from schemas.targets import CHANNELS, Channel
-from services.acks import ack_mux
+from services.acks import AckMux, ack_mux
 from services.bus import KV_RECIPIENTS, KV_SUBSCRIPTIONS, Bus
+from services.failures import Failures, dead_letter_limit, encode_dead_letter, message_initiative
 from services.itemstore import digest_item
 from services.matching import Route, SubscriptionIndex
 from services.watch import KvMirror
@@ -51,8 +52,16 @@ log = logging.getLogger("impactbus.router")
 class Router:
     """Matches events to subscriptions and publishes delivery jobs."""
 
-    def __init__(self, bus: Bus, subscriptions: KeyValue, recipients: KeyValue) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        subscriptions: KeyValue,
+        recipients: KeyValue,
+        *,
+        failures: Failures | None = None,
+    ) -> None:
         self.bus = bus
+        self.failures = failures or Failures(bus.nc, "router")
         self.index: SubscriptionIndex[Route] = SubscriptionIndex()
         # The router keeps no copy of its own: the index holds the (slotted) routes.
         self.subscriptions = KvMirror(
@@ -63,9 +72,16 @@ class Router:
         self.counts: dict[str, int] = {"routed": 0, "jobs": 0, "dead": 0}
 
     @classmethod
-    async def open(cls, bus: Bus) -> Router:
-        """A router over the hub's directory buckets (call :meth:`start` next)."""
-        return cls(bus, await bus.kv(KV_SUBSCRIPTIONS), await bus.kv(KV_RECIPIENTS))
+    async def open(cls, bus: Bus, *, failures: Failures | None = None) -> Self:
+        """A router over the hub's directory buckets (call :meth:`start` next).
+
+        Args:
+            bus: the hub's bus.
+            failures: how events whose routing raised are settled (the hub's policy).
+        """
+        return cls(
+            bus, await bus.kv(KV_SUBSCRIPTIONS), await bus.kv(KV_RECIPIENTS), failures=failures
+        )
 
     async def start(self) -> None:
         """Load subscriptions and recipients, then follow their changes."""
@@ -154,63 +170,78 @@ class Router:
             self._targets.pop((key, channel), None)
 
     async def handle(self, msgs: list[Msg]) -> None:
-        """Route one fetched batch; settle every message."""
+        """Route one fetched batch; settle every message.
+
+        An event whose routing raises is settled on its own by :attr:`failures` (retried
+        with backoff if transient, else dead-lettered): it never fails the batch.
+        """
         now = datetime.now(UTC)
         mux = ack_mux(self.bus.nc)
+        limit = dead_letter_limit(self.bus.nc)
         pending: list[tuple[int, str]] = []
         logs: list[tuple[str, bytes]] = []
+        failed: dict[int, BaseException] = {}
         for i, msg in enumerate(msgs):
             try:
-                event = parse_event(msg.data)
-                _check_subject(msg.subject, event)
-            except InvalidInputError as exc:
-                self.counts["dead"] += 1
-                subject, payload = dead_letter(msg.subject, msg.data, str(exc))
-                token = await mux.publish(
-                    subject,
-                    payload,
-                    {
-                        "Nats-Msg-Id": _hash(
-                            "invalid", msg.subject, str(msg.metadata.sequence.stream)
-                        )
-                    },
-                )
-                pending.append((i, token))
-                continue
-            jobs = self.plan(event, msg.data, now)
-            for subject, payload, msg_id in jobs:
-                pending.append((i, await mux.publish(subject, payload, {"Nats-Msg-Id": msg_id})))
-            self.counts["jobs"] += len(jobs)
-            self.counts["routed"] += 1
-            logs.append(
-                (
-                    log_subject(event.id),
-                    json.dumps(
-                        {
-                            "status": "routed",
-                            "at": now.isoformat(),
-                            "jobs": len(jobs),
-                            "event": event.id,
-                            "source": event.source,
-                        }
-                    ).encode(),
-                )
-            )
-        # bounded: an acknowledgement lost with the connection fails its event (nak'ed,
-        # routed again with the same job ids) instead of holding the router forever
+                await self._route(i, msg, now=now, mux=mux, limit=limit, pending=pending, logs=logs)
+            except Exception as exc:  # classified below, for this event only
+                failed[i] = exc
+        # bounded: an acknowledgement lost with the connection fails its event (retried
+        # with backoff, routed again with the same job ids) instead of holding the router
         results = await mux.gather([t for _, t in pending], self.bus.settings.publish_timeout_s)
-        failed = {
-            i for (i, _), r in zip(pending, results, strict=True) if isinstance(r, BaseException)
-        }
-        if failed:
-            log.warning("router: %d events could not be fanned out; retrying them", len(failed))
+        for (i, _), r in zip(pending, results, strict=True):
+            if isinstance(r, BaseException):
+                failed.setdefault(i, r)
         for subject, payload in logs:
-            await self.bus.nc.publish(subject, payload)
+            with contextlib.suppress(Exception):  # the log is for people: never fails routing
+                await self.bus.nc.publish(subject, payload)
         for i, msg in enumerate(msgs):
-            if i in failed:
-                await msg.nak(delay=1.0)
-            else:
+            failure = failed.get(i)
+            if failure is None:
                 await msg.ack()
+            else:
+                await self.failures.settle(msg, failure)
+
+    async def _route(
+        self,
+        i: int,
+        msg: Msg,
+        *,
+        now: datetime,
+        mux: AckMux,
+        limit: int,
+        pending: list[tuple[int, str]],
+        logs: list[tuple[str, bytes]],
+    ) -> None:
+        """Publish the jobs (or the dead letter) of one event; their tokens to ``pending``."""
+        try:
+            event = parse_event(msg.data)
+            _check_subject(msg.subject, event)
+        except InvalidInputError as exc:
+            self.counts["dead"] += 1
+            subject, payload = dead_letter(msg.subject, msg.data, str(exc), limit=limit)
+            msg_id = _hash("invalid", msg.subject, str(msg.metadata.sequence.stream))
+            pending.append((i, await mux.publish(subject, payload, {"Nats-Msg-Id": msg_id})))
+            return
+        jobs = self.plan(event, msg.data, now)
+        for subject, payload, msg_id in jobs:
+            pending.append((i, await mux.publish(subject, payload, {"Nats-Msg-Id": msg_id})))
+        self.counts["jobs"] += len(jobs)
+        self.counts["routed"] += 1
+        logs.append(
+            (
+                log_subject(event.id),
+                json.dumps(
+                    {
+                        "status": "routed",
+                        "at": now.isoformat(),
+                        "jobs": len(jobs),
+                        "event": event.id,
+                        "source": event.source,
+                    }
+                ).encode(),
+            )
+        )
 
 
 def _check_subject(subject: str, event: Event) -> None:
@@ -221,22 +252,28 @@ def _check_subject(subject: str, event: Event) -> None:
 
 
 def dead_letter(
-    subject: str, data: bytes, error: str, extra: dict[str, Any] | None = None
+    subject: str,
+    data: bytes,
+    error: str,
+    extra: dict[str, Any] | None = None,
+    *,
+    limit: int,
 ) -> tuple[str, bytes]:
-    """Subject and payload of a dead letter for a message that could not be used."""
-    try:
-        initiative = parse_event_subject(subject).initiative
-    except InvalidSubjectError:
-        initiative = "unknown"
-    payload = {
+    """Subject and payload of a dead letter for a message that could not be used.
+
+    The payload is at most ``limit`` bytes (see :func:`services.failures.dead_letter_limit`):
+    a larger original is cut, with its size and hash (:func:`encode_dead_letter`).
+    """
+    body = {
         "reason": "invalid",
         "error": error,
         "subject": subject,
         "failed_at": datetime.now(UTC).isoformat(),
-        "payload": data.decode("utf-8", errors="replace"),
         **(extra or {}),
     }
-    return dead_subject("invalid", initiative), json.dumps(payload).encode()
+    return dead_subject("invalid", message_initiative(subject)), encode_dead_letter(
+        body, data, limit
+    )
 
 
 def _hash(*parts: str) -> str:

@@ -60,6 +60,7 @@ async def test_probes_and_metrics(running: tuple[Runtime, str], bus: Bus) -> Non
     assert "impactbus_router_routed_total 1.0" in text
     assert "impactbus_router_jobs_total 1.0" in text
     assert 'impactbus_consumer_pending{consumer="router",stream="EVENTS"} 0.0' in text
+    assert 'impactbus_consumer_failures_total{consumer="router",outcome="dead"} 0.0' in text
     assert "impact.somerville" not in text  # labels by pattern, never by concrete subject
 
 
