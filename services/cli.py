@@ -165,11 +165,14 @@ def run_service(
 
 
 def _serve(services: list[str], *, embedded: bool = True) -> None:
-    from services.config import HubSettings
+    from services.config import load_hub_settings
     from services.hub import serve
     from services.logs import setup_logging
 
-    hub = HubSettings()
+    try:
+        hub = load_hub_settings()  # a wrong IMPACTBUS_* value stops the start, in words
+    except InvalidInputError as exc:
+        fail(str(exc), 2)
     setup_logging(hub.log_format, hub.log_level)
     from services.bus import read_hub_file
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.directory import TimeZone
+from schemas.errors import InvalidInputError
 from services.failures import RetryPolicy
 
 
@@ -29,6 +32,15 @@ class HubSettings(BaseSettings):
     shutdown_grace_s: float = Field(
         20, ge=0, description="on SIGTERM, how long in-flight sends may finish before hand-back"
     )
+    # the rule recipients' zones follow: an IANA name, checked when the settings are read
+    timezone: TimeZone = Field(
+        "UTC", description="IANA zone of times on shared pages (initiative, post, outbox, feeds)"
+    )
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The hub's time zone (``IMPACTBUS_TIMEZONE``)."""
+        return ZoneInfo(self.timezone)
 
     max_attempts: int = Field(
         5,
@@ -50,3 +62,20 @@ class HubSettings(BaseSettings):
     def base_url(self) -> str:
         """The URL partners reach the web pages at."""
         return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+
+def load_hub_settings() -> HubSettings:
+    """:class:`HubSettings` from the environment, with plain words when one is wrong.
+
+    Raises:
+        InvalidInputError: a variable has a value the hub cannot use; the message names it.
+    """
+    try:
+        return HubSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"IMPACTBUS_{'_'.join(str(p) for p in err['loc']).upper()}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise InvalidInputError(problems) from None

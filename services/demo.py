@@ -242,13 +242,13 @@ def run_demo(story_path: Path = STORY) -> None:
     to sign in to the post form and the outbox with.
     """
     from services.bus import read_hub_file
-    from services.config import HubSettings
+    from services.config import load_hub_settings
     from services.hub import SERVICES, serve
     from services.logs import setup_logging
 
-    hub = HubSettings()
-    setup_logging(hub.log_format, hub.log_level)
     try:
+        hub = load_hub_settings()
+        setup_logging(hub.log_format, hub.log_level)
         story = read_story(story_path)
     except InvalidInputError as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -8,7 +8,9 @@ set, then stops taking connections and lets in-flight requests finish.
 
 Routes live in sibling modules, one router each: ``events`` (ingest), ``directory``
 (recipients and subscriptions), ``feeds`` (reading events back), ``health`` (probes,
-``/metrics``). Errors become problem documents in ``problems``.
+``/metrics``), ``docs_ui`` (Swagger UI at ``/docs``, from local files: FastAPI's own
+``/docs`` and ``/redoc`` load from a CDN and are off). Errors become problem documents in
+``problems``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pydantic.json_schema import models_json_schema
 from schemas.directory import Recipient
 from schemas.errors import ImpactbusError
 from schemas.events import Event
-from services.api import directory, events, feeds, health, problems
+from services.api import directory, docs_ui, events, feeds, health, problems
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.state import ApiSettings, ApiState
 from services.bus import Bus
@@ -97,12 +99,14 @@ def create_app(rt: Runtime, settings: ApiSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load Swagger UI / ReDoc from a CDN: docs_ui instead
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,  # no OAuth2 flows: bearer tokens only
     )
     app.state.hub = rt.hub  # for the web pages (links, data dir)
     problems.install(app)  # first: the metrics middleware wraps it and counts its 500s
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (events, directory, feeds, health):
+    for module in (events, directory, feeds, health, docs_ui):
         app.include_router(module.router)
     _include_optional(app, "services.web")  # <<< HTML pages (preference centre, unsubscribe)
     app.openapi = _openapi_builder(app)  # type: ignore[method-assign]

@@ -32,14 +32,13 @@ from services.web.forms import kind_of
 from services.web.pages import HtmlRoute, login_redirect, page
 from services.web.session import current_session
 from services.web.state import Web, WebState
-from services.web.words import HELPERS, KIND_PLURALS
+from services.web.words import KIND_PLURALS
 
 router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
 
 PAGE_EVENTS: Final = 200
 LATEST: Final = 20
 FEED_ENTRIES: Final = 50
-_VIEWER: Final = Recipient(id="web", timezone="UTC", digest="daily@08:00")
 
 
 def _initiative(value: str) -> str:
@@ -71,7 +70,9 @@ async def initiative_page(
     if not await _allowed(request, web):
         return login_redirect(request)
     events = await recent_events(web, initiative, None, PAGE_EVENTS)
-    view = build_digest(_VIEWER, events, {}, datetime.now(UTC))
+    # The page is read by anyone: the digest view is built for a viewer in the hub's zone.
+    viewer = Recipient(id="web", timezone=web.hub.timezone, digest="daily@08:00")
+    view = build_digest(viewer, events, {}, datetime.now(UTC))
     session = await current_session(request, web)
     return page(
         "initiative.html.j2",
@@ -83,7 +84,7 @@ async def initiative_page(
         published=published,
         signed_in=session is not None,
         csrf=session.csrf if session else "",
-        h=HELPERS,
+        h=web.helpers,
     )
 
 
@@ -118,7 +119,7 @@ async def _feed(
         {
             "event": e,
             "title": headline(e),
-            "html": render("web/_event.html.j2", event=e, h=HELPERS),
+            "html": render("web/_event.html.j2", event=e, h=web.helpers),
         }
         for e in events
     ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Final, Literal
 
 from fastapi import APIRouter, Request
@@ -26,6 +26,7 @@ from notifiers.slack import SlackSettings
 from services.web.pages import CSP_OUTBOX, HtmlRoute, error_page, login_redirect, page
 from services.web.session import current_session
 from services.web.state import Web
+from services.web.times import local_time
 
 router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
 
@@ -111,19 +112,19 @@ def slack_view(blocks: list[JsonValue]) -> list[BlockView]:
     return views
 
 
-def _when(value: JsonValue) -> str:
+def _when(value: JsonValue, tz: tzinfo) -> str:
     try:
-        return datetime.fromisoformat(str(value)).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return local_time(datetime.fromisoformat(str(value)), tz)
     except ValueError:
         return str(value)
 
 
-def entry_view(entry: OutboxEntry) -> dict[str, object]:
-    """What the page shows of one outbox entry."""
+def entry_view(entry: OutboxEntry, tz: tzinfo = UTC) -> dict[str, object]:
+    """What the page shows of one outbox entry (its time in ``tz``, the hub's zone)."""
     common = {
         "channel": entry.get("channel"),
         "recipient": entry.get("recipient"),
-        "sent_at": _when(entry.get("sent_at")),
+        "sent_at": _when(entry.get("sent_at"), tz),
     }
     if entry.get("channel") == "slack":
         blocks = entry.get("blocks")
@@ -158,7 +159,7 @@ async def outbox(request: Request, web: Web, channel: str | None = None) -> Resp
         return login_redirect(request)
     wanted = channel if channel in channels else None
     entries = await read_outbox(web.bus.js, wanted, SHOWN)
-    shown = [entry_view(e) for e in reversed(entries) if e.get("channel") in channels]
+    shown = [entry_view(e, web.hub.zone) for e in reversed(entries) if e.get("channel") in channels]
     return page(
         "outbox.html.j2",
         csp=CSP_OUTBOX,

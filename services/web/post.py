@@ -38,7 +38,6 @@ from services.web.session import (
     start_session,
 )
 from services.web.state import Web, WebState
-from services.web.words import HELPERS
 
 router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
 
@@ -136,6 +135,7 @@ def _form_page(
         errors=errors,
         statuses=STATUSES,
         timezones=TIMEZONES,
+        hub_timezone=web.hub.timezone,  # a meeting's zone unless the form says another
     )
 
 
@@ -150,7 +150,7 @@ async def post_form(
     choices = await choices_of(web, session.principal)
     chosen = kind_of(kind)
     allowed = initiative in {c[0] for c in choices}
-    values = {"event_id": str(ULID()), "held_tz": "UTC", "direction": "increase"}
+    values = {"event_id": str(ULID()), "held_tz": web.hub.timezone, "direction": "increase"}
     return _form_page(
         web,
         session,
@@ -223,7 +223,7 @@ async def post_submit(request: Request, web: Web) -> Response:
             event=result.event,
             hidden=hidden,
             initiative_name=web.name(initiative),
-            h=HELPERS,
+            h=web.helpers,
         )
     await publish_event(web.bus, result.event)
     return see_other(f"/initiatives/{quote(initiative)}?published={quote(event_id, safe='')}")

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from notifiers.email import zone
 from schemas.directory import FIXED_OFFSET_ZONES, Recipient, Subscription
 from schemas.errors import NotFoundError
 from schemas.targets import CHANNELS, Channel
@@ -30,6 +31,7 @@ from services.web.forms import field_errors, read_form
 from services.web.pages import HtmlRoute, page, see_other
 from services.web.session import check_csrf, check_origin
 from services.web.state import Web, WebState
+from services.web.times import local_time
 from services.web.words import describe_pattern
 
 router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
@@ -120,6 +122,7 @@ async def _render(
         else (recipient.timezone, *TIMEZONES),
         digest={"frequency": frequency, "day": day or "mon", "time": time},
         paused=recipient.is_paused(datetime.now(UTC)),
+        when=lambda moment: local_time(moment, zone(recipient.timezone)),  # the reader's zone
         errors=errors or {},
         form=form or {},
         notice=notice,
@@ -234,8 +237,11 @@ async def _unsubscribe_page(
     except NotFoundError:
         recipient = None
     prefs = web.signer.preferences_token(claim.recipient) if recipient else None
+    tz = zone(recipient.timezone) if recipient else UTC
     return page(
         "unsubscribe.html.j2",
+        now=datetime.now(UTC),
+        when=lambda moment: local_time(moment, tz),  # the reader's zone
         token=token,
         state=state if subs else "gone",
         rows=await rows_of(web, subs),

@@ -3,8 +3,8 @@
 The pages run inside the API app (``services.api.app`` includes :data:`services.web.router`)
 and reuse its :class:`~services.api.state.ApiState`: the same bus, directory and token
 authenticator, opened in the API's lifespan. On top, :class:`WebState` holds the link
-signer and the web settings; it is built on the first request and kept on
-``app.state.web``.
+signer, the hub and web settings (the hub's time zone for the shared pages among them);
+it is built on the first request and kept on ``app.state.web``.
 
 The signer needs the hub's data dir (for a generated key). The app's ``state.hub`` is used
 when the API sets it; otherwise :class:`~services.config.HubSettings` is read from the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Final
 
 import nats.errors
@@ -30,7 +31,7 @@ from services.bus import EVENTS, Bus
 from services.config import HubSettings
 from services.directory import Directory
 from services.links import LinkSigner
-from services.web.words import initiative_name, topic_label
+from services.web.words import EventHelpers, initiative_name, topic_label
 
 LABEL_TTL_S: Final = 60.0
 
@@ -62,6 +63,11 @@ class WebState:
     hub: HubSettings
     settings: WebSettings
     _labels: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+
+    @cached_property
+    def helpers(self) -> EventHelpers:
+        """How the shared pages show events: times in the hub's zone (``IMPACTBUS_TIMEZONE``)."""
+        return EventHelpers(zone=self.hub.zone)
 
     def name(self, initiative: str) -> str:
         """An initiative's display name."""

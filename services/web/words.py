@@ -9,19 +9,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Final
 
 from notifiers.email import (
     KIND_LABELS,
     STATUS_LABELS,
-    format_time,
     headline,
     paragraphs,
     progress_percent,
     with_unit,
 )
 from schemas.events import Event, MetricUpdate
+from services.web.times import local_time
 
 KIND_PLURALS: Final = {
     "metric": "Metric updates",
@@ -88,7 +88,7 @@ def slug(text: str, limit: int = 64) -> str:
 
 @dataclass(frozen=True, slots=True)
 class EventHelpers:
-    """What ``web/_event.html.j2`` needs to show any event, as ``h`` (times in UTC)."""
+    """What ``web/_event.html.j2`` needs to show any event, as ``h`` (times in ``zone``)."""
 
     headline: Callable[[Event], str] = headline
     with_unit: Callable[[float, str | None], str] = with_unit
@@ -96,11 +96,8 @@ class EventHelpers:
     paras: Callable[[str], list[list[str]]] = paragraphs
     kind_labels: Mapping[str, str] = field(default_factory=lambda: dict(KIND_LABELS))
     status_labels: Mapping[str, str] = field(default_factory=lambda: dict(STATUS_LABELS))
+    zone: tzinfo = UTC
 
-    @staticmethod
-    def when(moment: datetime) -> str:
-        """``2026-11-03 14:05 UTC``."""
-        return format_time(moment, UTC)
-
-
-HELPERS: Final = EventHelpers()
+    def when(self, moment: datetime) -> str:
+        """``03 Nov 2026, 09:05 (America/New_York)``: in the page's zone, named."""
+        return local_time(moment, self.zone)

@@ -128,6 +128,7 @@ def outbox_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path, port: int) -> No
         "IMPACTBUS_PUBLIC_URL",
         "IMPACTBUS_WEB_PUBLIC",
         "IMPACTBUS_INITIATIVES",
+        "IMPACTBUS_TIMEZONE",
     ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("IMPACTBUS_DATA_DIR", str(data_dir))
@@ -137,11 +138,19 @@ def outbox_env(monkeypatch: pytest.MonkeyPatch, data_dir: Path, port: int) -> No
 
 
 @pytest.fixture
+def hub_timezone() -> str:
+    """``IMPACTBUS_TIMEZONE`` of ``web_hub``; a test picks another with
+    ``@pytest.mark.parametrize("hub_timezone", ["America/New_York"])``."""
+    return "UTC"
+
+
+@pytest.fixture
 async def web_hub(
-    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_timezone: str
 ) -> AsyncIterator[WebHub]:
     port = free_port()
     outbox_env(monkeypatch, tmp_path / ".impactbus", port)
+    monkeypatch.setenv("IMPACTBUS_TIMEZONE", hub_timezone)
     hub = HubSettings()
     ready: asyncio.Future[Runtime] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(

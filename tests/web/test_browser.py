@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -39,7 +40,7 @@ pytestmark = [
 ]
 
 if CHROMIUM.exists():
-    from playwright.async_api import BrowserContext, Page, async_playwright, expect
+    from playwright.async_api import BrowserContext, Page, Route, async_playwright, expect
 
 
 @pytest.fixture
@@ -223,3 +224,36 @@ async def test_forged_and_expired_links_get_a_clear_page(
     assert expired.status == 410
     await expect(page.get_by_role("heading", name="Link expired")).to_be_visible()
     assert await hub.directory.list_subscriptions("maria") == [sub]
+
+
+async def test_api_docs_render_with_no_network_but_the_hub(
+    web_hub: WebHub, browser: BrowserContext, shots: Path
+) -> None:
+    hub = web_hub
+    allowed = urlsplit(hub.url).netloc
+    elsewhere: list[str] = []
+
+    async def only_the_hub(route: Route) -> None:
+        if urlsplit(route.request.url).netloc == allowed:
+            await route.continue_()
+        else:  # as on a machine without internet
+            elsewhere.append(route.request.url)
+            await route.abort("internetdisconnected")
+
+    await browser.route("**/*", only_the_hub)
+    page = await browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+
+    await page.goto(f"{hub.url}/docs")
+
+    await expect(page.get_by_role("heading", name="impactbus API")).to_be_visible()
+    spec = (await hub.client.get("/openapi.json")).json()
+    operations = sum(len(ops) for ops in spec["paths"].values())
+    await expect(page.locator(".opblock-summary")).to_have_count(operations)
+    events = page.locator(".opblock-post").filter(has_text="/v1/events:batch")
+    await expect(events).to_contain_text("Publish")
+    await page.screenshot(path=shots / "docs.png")
+    assert elsewhere == []
+    assert problems == []
