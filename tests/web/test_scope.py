@@ -1,0 +1,67 @@
+"""No token reaches past its initiative, end to end: real HTTP, router, worker, outbox.
+
+Two initiatives, each with its backbone token: somerville (A) and oporajita (B).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.api.conftest import bearer
+from tests.web.conftest import WebHub
+
+BEA = {"email": "bea@oporajita.example", "name": "Bea", "timezone": "Asia/Dhaka"}
+
+
+async def test_backbone_a_cannot_redirect_b_recipients_mail(web_hub: WebHub) -> None:
+    c = web_hub.client
+    a = bearer(await web_hub.token("backbone", ("somerville",)))
+    b = bearer(await web_hub.token("backbone", ("oporajita",)))
+    assert (await c.put("/v1/recipients/bea", json=BEA, headers=b)).status_code == 201
+    sub = {"recipient": "bea", "pattern": "impact.oporajita.>", "channel": "email"}
+    assert (await c.post("/v1/subscriptions", json=sub, headers=b)).status_code == 201
+
+    stolen = {**BEA, "email": "attacker@evil.example"}
+    put = await c.put("/v1/recipients/bea", json=stolen, headers=a)
+    assert put.status_code == 403, put.text
+    assert "oporajita" in put.json()["detail"]
+    assert "email address" in put.json()["detail"]
+    patch = await c.patch("/v1/recipients/bea", json={"email": "attacker@evil.example"}, headers=a)
+    assert patch.status_code == 403
+    until = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    pause = await c.patch("/v1/recipients/bea", json={"paused_until": until}, headers=a)
+    assert pause.status_code == 403
+    disable = await c.patch("/v1/recipients/bea", json={"disabled_channels": ["email"]}, headers=a)
+    assert disable.status_code == 403
+    assert (await c.delete("/v1/recipients/bea", headers=a)).status_code == 403
+    # A may still add its own initiative's news to Bea, and Bea is then shared
+    mine = {**sub, "pattern": "impact.somerville.milestone.>"}
+    assert (await c.post("/v1/subscriptions", json=mine, headers=a)).status_code == 201
+    assert (await c.put("/v1/recipients/bea", json=stolen, headers=a)).status_code == 403
+
+    await web_hub.post("milestone", initiative="oporajita", topic="girls-school")
+    [mail] = await web_hub.wait_outbox(1, "email")
+    assert mail["to"] == "Bea <bea@oporajita.example>"
+    got = await c.get("/v1/recipients/bea", headers=b)
+    assert got.json()["email"] == "bea@oporajita.example"
+    assert got.json()["paused_until"] is None
+
+
+async def test_patch_merges_and_b_may_change_its_own_recipient(web_hub: WebHub) -> None:
+    c = web_hub.client
+    b = bearer(await web_hub.token("backbone", ("oporajita",)))
+    assert (await c.put("/v1/recipients/bea", json=BEA, headers=b)).status_code == 201
+    sub = {"recipient": "bea", "pattern": "impact.oporajita.>", "channel": "email"}
+    assert (await c.post("/v1/subscriptions", json=sub, headers=b)).status_code == 201
+    r = await c.patch("/v1/recipients/bea", json={"email": "bea@new.example"}, headers=b)
+    assert r.status_code == 200, r.text
+    assert r.json()["email"] == "bea@new.example"
+    assert r.json()["timezone"] == "Asia/Dhaka"  # kept: a patch changes only what it names
+    assert r.json()["name"] == "Bea"
+    r = await c.patch("/v1/recipients/bea", json={"name": None}, headers=b)
+    assert r.json()["name"] is None  # null clears
+    r = await c.patch("/v1/recipients/bea", json={"timezone": "Mars/Base"}, headers=b)
+    assert r.status_code == 422
+    r = await c.patch("/v1/recipients/bea", json={"id": "other"}, headers=b)
+    assert r.status_code == 422
+    assert (await c.patch("/v1/recipients/nobody", json={}, headers=b)).status_code == 404
