@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
+
+from services.auth import Principal
+from services.web.outbox import visible
 from tests.api.conftest import bearer
 from tests.web.conftest import WebHub
 
@@ -65,3 +69,39 @@ async def test_patch_merges_and_b_may_change_its_own_recipient(web_hub: WebHub) 
     r = await c.patch("/v1/recipients/bea", json={"id": "other"}, headers=b)
     assert r.status_code == 422
     assert (await c.patch("/v1/recipients/nobody", json={}, headers=b)).status_code == 404
+
+
+async def test_the_outbox_shows_a_backbone_only_its_initiatives_mail(web_hub: WebHub) -> None:
+    await web_hub.person("maria", "impact.somerville.>")
+    await web_hub.person("bea", "impact.oporajita.>")
+    await web_hub.post(initiative="somerville", title="Market opens")
+    await web_hub.post(initiative="oporajita", topic="girls-school", title="School opens")
+    await web_hub.wait_outbox(2, "email")
+    await web_hub.wait_quiet()
+
+    await web_hub.login()  # a backbone token of somerville
+    page = (await web_hub.client.get("/outbox")).text
+    assert "maria@school.example" in page
+    assert "Market opens" in page
+    assert "bea@school.example" not in page
+    assert "School opens" not in page
+    bea_links = web_hub.signer.preferences_token("bea")
+    assert bea_links not in page
+
+    async with httpx.AsyncClient(base_url=web_hub.url) as admin:
+        await web_hub.login(admin, role="admin")
+        page = (await admin.get("/outbox")).text
+    assert "bea@school.example" in page
+    assert "maria@school.example" in page
+
+
+def test_an_outbox_digest_is_shown_only_when_its_recipient_is_wholly_in_scope() -> None:
+    backbone = Principal("1" * 16, "backbone", frozenset({"somerville"}))
+    follows = {"maria": ["impact.somerville.>"], "both": ["impact.somerville.>", "impact.b.>"]}
+    digest = {"recipient": "maria", "initiative": "somerville", "digest": True}
+    assert visible(digest, backbone, follows)
+    assert not visible({**digest, "recipient": "both"}, backbone, follows)
+    assert not visible({**digest, "recipient": "gone"}, backbone, follows)
+    old = {"recipient": "maria"}  # recorded before entries named their initiative
+    assert visible(old, backbone, follows)
+    assert not visible({"recipient": "both"}, backbone, follows)
