@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from notifiers.outbox import OutboxEntry
 from services.auth import Principal
 from services.web.outbox import visible
 from tests.api.conftest import bearer
@@ -98,10 +99,11 @@ async def test_the_outbox_shows_a_backbone_only_its_initiatives_mail(web_hub: We
 def test_an_outbox_digest_is_shown_only_when_its_recipient_is_wholly_in_scope() -> None:
     backbone = Principal("1" * 16, "backbone", frozenset({"somerville"}))
     follows = {"maria": ["impact.somerville.>"], "both": ["impact.somerville.>", "impact.b.>"]}
-    digest = {"recipient": "maria", "initiative": "somerville", "digest": True}
+    digest: OutboxEntry = {"recipient": "maria", "initiative": "somerville", "digest": True}
     assert visible(digest, backbone, follows)
     assert not visible({**digest, "recipient": "both"}, backbone, follows)
     assert not visible({**digest, "recipient": "gone"}, backbone, follows)
-    old = {"recipient": "maria"}  # recorded before entries named their initiative
+    old: OutboxEntry = {"recipient": "maria"}  # recorded before entries named their initiative
     assert visible(old, backbone, follows)
-    assert not visible({"recipient": "both"}, backbone, follows)
+    shared: OutboxEntry = {"recipient": "both"}
+    assert not visible(shared, backbone, follows)
