@@ -38,7 +38,19 @@ class Directory:
     # ------------------------------------------------------------------ recipients
 
     async def put_recipient(self, recipient: Recipient) -> Recipient:
-        """Create or replace a recipient."""
+        """Create or replace a recipient.
+
+        A recipient without ``created`` keeps the stored one's, or gets the time now when
+        there is none: a deleted recipient created again is a new version, whose old
+        personal links no longer work.
+        """
+        if recipient.created is None:
+            try:
+                stored = await self.get_recipient(recipient.id)
+            except NotFoundError:
+                stored = None
+            created = stored.created if stored and stored.created else datetime.now(UTC)
+            recipient = recipient.model_copy(update={"created": created})
         await self.recipients.put(recipient.id, recipient.model_dump_json().encode())
         return recipient
 
@@ -106,13 +118,18 @@ class Directory:
             recipient.target(channel)
         sub_id = Subscription.make_id(recipient_id, pattern, channel)
         try:
+            # subscribing again keeps the creation time: links already sent stay good
+            created = (await self.get_subscription(sub_id)).created_at
+        except NotFoundError:
+            created = datetime.now(UTC)
+        try:
             sub = Subscription(
                 id=sub_id,
                 recipient=recipient_id,
                 pattern=pattern,
                 channel=channel,
                 mode=mode,
-                created_at=datetime.now(UTC),
+                created_at=created,
             )
         except ValidationError as exc:
             raise InvalidInputError(describe(exc)) from None

@@ -28,7 +28,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from schemas.directory import Recipient
+from schemas.directory import Recipient, version_of
 from schemas.errors import InvalidInputError, InvalidSubjectError
 from schemas.events import Event, parse_event
 from schemas.subjects import (
@@ -114,6 +114,8 @@ class Router:
                     fields,
                     b',"subscription":',
                     json.dumps(sub.id).encode(),
+                    b',"subscription_version":',
+                    json.dumps(sub.version).encode(),
                     b"}",
                 )
             )
@@ -143,6 +145,7 @@ class Router:
                 "target": target.model_dump(mode="json"),
                 "timezone": recipient.timezone,
                 "locale": recipient.locale,
+                "recipient_version": version_of(recipient.created),
             },
             separators=(",", ":"),
         )
