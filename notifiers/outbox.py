@@ -78,6 +78,9 @@ class OutboxNotifier(NotifierBase):
             "recipient": delivery.recipient,
             "job_id": delivery.job_id,
             "event_id": delivery.event.id,
+            # whose message it is: the outbox page shows a backbone only its initiatives'
+            "initiative": delivery.event.initiative,
+            "digest": delivery.digest_period is not None,
             "sent_at": sent_at.isoformat(),
         }
         links = self._links(delivery)

@@ -36,6 +36,12 @@ class Delivery(BaseModel):
     recipient: Token
     recipient_name: Line | None = None
     subscription: str | None = None
+    subscription_version: str | None = Field(
+        None, max_length=40, description="the subscription's version, for its unsubscribe link"
+    )
+    recipient_version: str | None = Field(
+        None, max_length=40, description="the recipient's version, for their personal links"
+    )
     target: Target
     timezone: str = "UTC"
     locale: str = "en"

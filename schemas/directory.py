@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -204,6 +204,11 @@ class Recipient(BaseModel):
         description="recipient id of whoever looks after this recipient's contacts: told "
         "once by email when a target is disabled (default: the recipient's own email)",
     )
+    created: AwareDatetime | None = Field(
+        None,
+        description="set by the hub when the recipient is first stored (absent on older "
+        "records); personal links carry it, so a link outlives no deletion",
+    )
 
     def target(self, channel: Channel) -> Target:
         """The recipient's target on ``channel``.
@@ -230,6 +235,22 @@ class Recipient(BaseModel):
     def is_paused(self, now: datetime) -> bool:
         """Whether the recipient paused everything at ``now``."""
         return self.paused_until is not None and now < self.paused_until
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def version_of(created: datetime | str | None) -> str | None:
+    """The version personal links carry: the creation time in whole microseconds.
+
+    Accepts the stored ISO string too (the router reads raw KV values), so both sides
+    compute the same version. ``None`` for records from before versions.
+    """
+    if created is None:
+        return None
+    if isinstance(created, str):
+        created = datetime.fromisoformat(created)
+    return str((created - _EPOCH) // timedelta(microseconds=1))
 
 
 def _pattern(value: str) -> str:

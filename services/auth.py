@@ -8,8 +8,9 @@ Roles (what a token may do):
 
 ========  ==============================================================================
 admin     everything, in every initiative
-backbone  publish any kind and manage recipients and subscriptions in its initiatives;
-          read its initiatives' events
+backbone  publish any kind; add and remove subscriptions on its initiatives; change or
+          delete a recipient only when everything it follows is on its initiatives
+          (:mod:`services.access`); read its initiatives' events
 system    publish metric updates to its initiatives, nothing else
 partner   manage its own recipient (and that recipient's subscriptions to its
           initiatives); read its initiatives' events
@@ -141,7 +142,8 @@ class Principal:
         """Whether the token may see and change the recipient ``recipient_id``.
 
         Recipients are people and channels of the whole partnership, not of one
-        initiative: backbone tokens manage them all; partners only their own.
+        initiative: backbone tokens see them all (what they may change of them is
+        :func:`services.access.recipient_change`'s decision); partners only their own.
         """
         if self.role in ("admin", "backbone"):
             return True

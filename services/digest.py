@@ -36,7 +36,7 @@ from ulid import ULID
 
 from notifiers.base import LinkMaker, no_links
 from schemas.delivery import Delivery, Rendered
-from schemas.directory import Recipient
+from schemas.directory import Recipient, version_of
 from schemas.errors import InvalidInputError, NotFoundError
 from schemas.events import EVENT_ADAPTER, Event
 from schemas.subjects import dead_subject, delivery_subject, digest_subject, tick_subject
@@ -393,6 +393,7 @@ class DigestService:
                 target=target,
                 timezone=recipient.timezone,
                 locale=recipient.locale,
+                recipient_version=version_of(recipient.created),
                 digest_period=period,
             )
             if channel == "slack":  # Block Kit and its text fallback: no email to render

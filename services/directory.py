@@ -129,11 +129,20 @@ class Directory:
     async def put_recipient(self, recipient: Recipient) -> Recipient:
         """Create or replace a recipient.
 
+        A recipient without ``created`` keeps the stored one's, or gets the time now when
+        there is none: a deleted recipient created again is a new version, whose old
+        personal links no longer work.
+
         Raises:
-            InvalidInputError: the recipient as stored would not read back (a value that
-                validation normalises past a bound, e.g. a webhook URL whose
-                percent-encoding makes it longer than URLs may be).
+            InvalidInputError: the recipient as stored would not read back.
         """
+        if recipient.created is None:
+            try:
+                stored = await self.get_recipient(recipient.id)
+            except (NotFoundError, UnreadableRecordError):  # replacing an unreadable one
+                stored = None
+            created = stored.created if stored and stored.created else datetime.now(UTC)
+            recipient = recipient.model_copy(update={"created": created})
         await self.recipients.put(recipient.id, _stored(recipient))
         return recipient
 
@@ -153,6 +162,8 @@ class Directory:
             InvalidInputError: a field is invalid (the message names it).
         """
         recipient = _new_recipient(fields)
+        if recipient.created is None:
+            recipient = recipient.model_copy(update={"created": datetime.now(UTC)})
         try:
             await self.recipients.create(recipient.id, _stored(recipient))
         except nats.js.errors.KeyWrongLastSequenceError:
@@ -288,13 +299,18 @@ class Directory:
             raise MissingContactError(recipient_id, channel) from None
         sub_id = Subscription.make_id(recipient_id, pattern, channel)
         try:
+            # subscribing again keeps the creation time: links already sent stay good
+            created = (await self.get_subscription(sub_id)).created_at
+        except NotFoundError:
+            created = datetime.now(UTC)
+        try:
             sub = Subscription(
                 id=sub_id,
                 recipient=recipient_id,
                 pattern=pattern,
                 channel=channel,
                 mode=mode,
-                created_at=datetime.now(UTC),
+                created_at=created,
             )
         except ValidationError as exc:
             raise invalid_fields(exc) from None

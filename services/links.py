@@ -19,7 +19,14 @@ Errors (all :class:`LinkError`, an :class:`~schemas.errors.ImpactbusError`)::
     ├── ForgedLinkError        not signed by this hub, or not a token at all   (HTTP 400)
     ├── ExpiredLinkError       signed, but older than the maximum age           (HTTP 410)
     ├── WrongRecipientError    signed, but for another recipient's data         (HTTP 403)
-    └── RecipientGoneError     signed, but the recipient was deleted since      (HTTP 410)
+    ├── RecipientGoneError     signed, but the recipient was deleted since      (HTTP 410)
+    └── OutdatedLinkError      signed for a subscription or recipient that was  (HTTP 410)
+                               removed since (the one there now is newer)
+
+Versions: a link carries the version (:func:`schemas.directory.version_of`, the creation
+time) of the subscription or recipient it was made for (``"v"`` in the payload). When the
+stored one has another version, it was removed and created again since, and the link is
+refused. Links made before links carried versions have none and work until they expire.
 """
 
 from __future__ import annotations
@@ -76,6 +83,36 @@ class RecipientGoneError(LinkError):
     status = 410
 
 
+class OutdatedLinkError(LinkError):
+    """A genuine token of a subscription or recipient that was removed and made anew since."""
+
+    status = 410
+
+
+def check_version(claimed: str | None, current: str | None, what: str) -> None:
+    """Refuse a link made for an earlier subscription or recipient of the same id.
+
+    Args:
+        claimed: the version the link carries (``None``: an unversioned, older link).
+        current: the stored record's version.
+        what: ``"subscription"`` or ``"recipient"``, for the message.
+
+    Raises:
+        OutdatedLinkError: the versions differ.
+    """
+    if claimed is not None and claimed != current:
+        if what == "subscription":
+            raise OutdatedLinkError(
+                "this link was for a subscription that has since been removed: the one "
+                "there now was made later, and only the links in its own messages change "
+                "it. Nothing was changed."
+            )
+        raise OutdatedLinkError(
+            "this link was for a recipient who has since been removed: the preferences "
+            "there now belong to a later one. Nothing was changed."
+        )
+
+
 class LinkSettings(BaseSettings):
     """``IMPACTBUS_SECRET_KEY`` and ``IMPACTBUS_LINK_MAX_AGE_DAYS``."""
 
@@ -126,6 +163,8 @@ class UnsubscribeClaim:
     recipient: str
     subscription: str | None
     digest_channel: str | None = None
+    version: str | None = None
+    """The subscription's version, or the recipient's for a digest link (``None``: old)."""
 
 
 class LinkSigner:
@@ -179,14 +218,25 @@ class LinkSigner:
 
     # --------------------------------------------------------------- link kinds
 
-    def preferences_token(self, recipient: str) -> str:
-        """The token of ``recipient``'s preference centre."""
-        return self.sign("preferences", {"r": recipient})
+    def preferences_token(self, recipient: str, version: str | None = None) -> str:
+        """The token of ``recipient``'s preference centre (of that recipient version)."""
+        payload = {"r": recipient}
+        if version is not None:
+            payload["v"] = version
+        return self.sign("preferences", payload)
 
     def unsubscribe_token(
-        self, recipient: str, subscription: str | None, *, digest_channel: str | None = None
+        self,
+        recipient: str,
+        subscription: str | None,
+        *,
+        digest_channel: str | None = None,
+        version: str | None = None,
     ) -> str:
-        """The token that removes one subscription (or a channel's digest subscriptions)."""
+        """The token that removes one subscription (or a channel's digest subscriptions).
+
+        ``version`` is the subscription's, or for a digest link the recipient's.
+        """
         payload = {"r": recipient}
         if subscription:
             payload["s"] = subscription
@@ -194,6 +244,8 @@ class LinkSigner:
             payload["d"] = digest_channel
         else:
             raise ValueError("an unsubscribe token needs a subscription or a digest channel")
+        if version is not None:
+            payload["v"] = version
         return self.sign("unsubscribe", payload)
 
     def read_preferences(self, token: str) -> str:
@@ -203,10 +255,19 @@ class LinkSigner:
             ExpiredLinkError: the link is too old.
             ForgedLinkError: not a genuine preferences token.
         """
+        return self.preferences_claim(token)[0]
+
+    def preferences_claim(self, token: str) -> tuple[str, str | None]:
+        """The recipient id a preferences token is bound to, and its version (or ``None``).
+
+        Raises:
+            ExpiredLinkError: the link is too old.
+            ForgedLinkError: not a genuine preferences token.
+        """
         payload = self.check("preferences", token)
-        if set(payload) != {"r"}:
+        if set(payload) - {"v"} != {"r"}:
             raise ForgedLinkError("this link is not a preferences link")
-        return payload["r"]
+        return payload["r"], payload.get("v")
 
     def read_unsubscribe(self, token: str) -> UnsubscribeClaim:
         """What an unsubscribe token is bound to.
@@ -216,9 +277,10 @@ class LinkSigner:
             ForgedLinkError: not a genuine unsubscribe token.
         """
         payload = self.check("unsubscribe", token)
-        if "r" not in payload or len(payload) != 2 or not ({"s", "d"} & set(payload)):
+        keys = set(payload) - {"v"}
+        if "r" not in keys or len(keys) != 2 or not ({"s", "d"} & keys):
             raise ForgedLinkError("this link is not an unsubscribe link")
-        return UnsubscribeClaim(payload["r"], payload.get("s"), payload.get("d"))
+        return UnsubscribeClaim(payload["r"], payload.get("s"), payload.get("d"), payload.get("v"))
 
 
 def check_owner(recipient: str, owner: str) -> None:
@@ -230,6 +292,8 @@ def check_owner(recipient: str, owner: str) -> None:
     if recipient != owner:
         raise WrongRecipientError("this link belongs to someone else: nothing was changed")
 
+
+_LinkKey = tuple[str, str | None, str | None, str, str | None, str | None]
 
 LINK_REFRESH_S: Final = 3600
 """How long one recipient's signed links are reused before they are signed anew."""
@@ -251,40 +315,44 @@ class SignedLinks:
         self.signer = signer
         self.base_url = base_url.rstrip("/")
         self.refresh_s = refresh_s
-        self._cache: dict[tuple[str, str | None, str | None, str], tuple[float, Links]] = {}
+        self._cache: dict[_LinkKey, tuple[float, Links]] = {}
 
     def __call__(self, delivery: Delivery) -> Links:
         """The personal links of one delivery."""
         digest_channel = delivery.target.channel if delivery.digest_period else None
+        # the versions are part of the key: a subscription made anew gets new links
         key = (
             delivery.recipient,
             delivery.subscription,
             digest_channel,
             delivery.event.initiative,
+            delivery.subscription_version,
+            delivery.recipient_version,
         )
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] < self.refresh_s:
             return hit[1]
-        links = self._sign(*key)
+        links = self._sign(key)
         if len(self._cache) >= LINK_CACHE_SIZE:
             self._cache.clear()  # rare (that many recipients in an hour): start over
         self._cache[key] = (now, links)
         return links
 
-    def _sign(
-        self, recipient: str, subscription: str | None, digest_channel: str | None, initiative: str
-    ) -> Links:
+    def _sign(self, key: _LinkKey) -> Links:
+        recipient, subscription, digest_channel, initiative, sub_version, recipient_version = key
+        signer = self.signer
         if subscription:
-            unsubscribe = self.signer.unsubscribe_token(recipient, subscription)
+            unsubscribe = signer.unsubscribe_token(recipient, subscription, version=sub_version)
         elif digest_channel:
-            unsubscribe = self.signer.unsubscribe_token(
-                recipient, None, digest_channel=digest_channel
+            unsubscribe = signer.unsubscribe_token(
+                recipient, None, digest_channel=digest_channel, version=recipient_version
             )
         else:
             unsubscribe = None
+        preferences = signer.preferences_token(recipient, recipient_version)
         return Links(
-            preferences=f"{self.base_url}/preferences/{self.signer.preferences_token(recipient)}",
+            preferences=f"{self.base_url}/preferences/{preferences}",
             unsubscribe=f"{self.base_url}/unsubscribe/{unsubscribe}" if unsubscribe else None,
             event=f"{self.base_url}/initiatives/{initiative}",
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Generic, Literal, Protocol, TypeVar
 
+from schemas.directory import version_of
 from schemas.subjects import validate_pattern
 from schemas.targets import CHANNELS, Channel
 
@@ -43,6 +44,8 @@ class Route:
     pattern: str
     channel: Channel
     mode: Literal["immediate", "digest"]
+    version: str | None = None
+    """The subscription's version (:func:`schemas.directory.version_of`), for its links."""
 
     @classmethod
     def from_json(cls, raw: bytes) -> Route:
@@ -62,9 +65,18 @@ class Route:
                 pattern=_pattern(str(data["pattern"])),
                 channel=channel,
                 mode=mode,
+                version=_version(data.get("created_at")),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a subscription: {exc!r}") from None
+
+
+def _version(created: object) -> str | None:
+    # a creation time the router cannot read costs the links their version, not the route
+    try:
+        return version_of(created) if isinstance(created, str) else None
+    except ValueError:
+        return None
 
 
 @lru_cache(maxsize=65_536)

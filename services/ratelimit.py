@@ -88,6 +88,20 @@ class RateLimiter:
             return 0.0
         return (cost - bucket.tokens) / self.rate
 
+    def peek(self, key: str, cost: float = 1.0) -> float:
+        """Seconds until ``key``'s bucket holds ``cost`` tokens (0.0: now); takes nothing."""
+        if not self.enabled:
+            return 0.0
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = min(self.burst, bucket.tokens + (self._clock() - bucket.updated) * self.rate)
+        return max(0.0, (cost - tokens) / self.rate)
+
+    def is_full(self, key: str) -> bool:
+        """Whether ``key``'s bucket is full: it took nothing that has not been refilled."""
+        return self.peek(key, self.burst) == 0.0
+
     def check(self, key: str, cost: float = 1.0) -> None:
         """Take ``cost`` tokens from ``key``'s bucket.
 

@@ -29,7 +29,7 @@ from typing import Any, Self
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from schemas.directory import Recipient
+from schemas.directory import Recipient, version_of
 from schemas.errors import InvalidInputError
 from schemas.events import Event, parse_event
 from schemas.subjects import (
@@ -130,6 +130,8 @@ class Router:
                     fields,
                     b',"subscription":',
                     json.dumps(sub.id).encode(),
+                    b',"subscription_version":',
+                    json.dumps(sub.version).encode(),
                     b"}",
                 )
             )
@@ -159,6 +161,7 @@ class Router:
                 "target": target.model_dump(mode="json"),
                 "timezone": recipient.timezone,
                 "locale": recipient.locale,
+                "recipient_version": version_of(recipient.created),
             },
             separators=(",", ":"),
         )

@@ -2,9 +2,10 @@
 
 The same code paths as the CLI, so the same rules hold (derived subscription ids, a
 contact required on the channel, deleting a recipient deletes their subscriptions). On
-top, the token's role decides (see :mod:`services.auth`): backbone tokens manage every
-recipient and the subscriptions on their initiatives; a partner manages its own
-recipient, subscribes it to its initiatives and may drop any of its subscriptions.
+top, the token's role decides (see :mod:`services.access`): backbone tokens add and remove
+subscriptions on their initiatives, and change or delete a recipient only when everything
+that recipient follows is on their initiatives; a partner manages its own recipient,
+subscribes it to its initiatives and may drop any of its subscriptions.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ from schemas.events import describe
 from schemas.subjects import validate_pattern
 from schemas.targets import Channel
 from schemas.text import Token
+from services.access import (
+    recipient_change,
+    recipient_deletion,
+    subscription_added,
+    subscription_removed,
+)
 from services.api.problems import responses
-from services.api.state import Caller, State, read_json
+from services.api.state import ApiState, Caller, State, read_json
 from services.auth import Principal
 from services.directory import UnreadableRecordError
 
@@ -129,39 +136,123 @@ async def get_recipient(recipient_id: RecipientId, state: State, caller: Caller)
 async def put_recipient(
     recipient_id: RecipientId, request: Request, state: State, caller: Caller
 ) -> Response:
-    """Create or replace a recipient; ``id`` in the body may be left out."""
+    """Create or replace a recipient; ``id`` in the body may be left out.
+
+    A backbone token may replace the contacts, pause or channels of a recipient only when
+    every subscription of that recipient is on one of its initiatives (or it is new).
+    """
     _check_recipient(caller, recipient_id)
     fields = await read_json(request, state.settings.max_body)
     if not isinstance(fields, dict):
         raise InvalidInputError("body: expected a JSON object (a recipient)")
+    current = await _current(state, caller, recipient_id)
+    return await _store(state, caller, recipient_id, current, fields)
+
+
+@router.patch(
+    "/v1/recipients/{recipient_id}",
+    response_model=Recipient,
+    summary="Change some fields of a recipient",
+    responses={
+        200: _ok(_RECIPIENT_EXAMPLE, "changed"),
+        **responses(400, 401, 403, 404, 413, 422, 429),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "description": "the fields to change"},
+                    "example": {"email": "maria.lopez@example.org"},
+                }
+            },
+        }
+    },
+)
+async def patch_recipient(
+    recipient_id: RecipientId, request: Request, state: State, caller: Caller
+) -> Response:
+    """Merge the given fields into the stored recipient (``null`` clears a field).
+
+    Unlike ``PUT``, fields left out keep their stored values. The same rule as ``PUT``
+    decides who may change what.
+    """
+    _check_recipient(caller, recipient_id)
+    fields = await read_json(request, state.settings.max_body)
+    if not isinstance(fields, dict):
+        raise InvalidInputError("body: expected a JSON object (the fields to change)")
+    current = await state.directory.get_recipient(recipient_id)
+    stored = current.model_dump(mode="json", exclude_none=True)
+    merged = {**stored, **{k: v for k, v in fields.items() if k not in _SERVER_FIELDS}}
+    return await _store(state, caller, recipient_id, current, _drop_nulls(merged))
+
+
+_SERVER_FIELDS: Final = frozenset({"created"})
+"""Recipient fields the hub sets itself: never taken from a request body."""
+
+
+def _drop_nulls(fields: dict[str, Any]) -> dict[str, Any]:
+    # a JSON merge patch's null removes the field, which then takes its default
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+async def _current(state: ApiState, caller: Principal, recipient_id: str) -> Recipient | None:
+    """The stored recipient; ``None`` when there is none or it cannot be read.
+
+    Raises:
+        UnreadableRecordError: to a partner, for a record it cannot read (what the hub set
+            on it, owner and disabled channels, is unknown: a backbone or admin repairs it).
+    """
+    try:
+        return await state.directory.get_recipient(recipient_id)
+    except NotFoundError:
+        return None
+    except UnreadableRecordError:
+        if caller.role == "partner":
+            raise
+        return None
+
+
+async def _store(
+    state: ApiState,
+    caller: Principal,
+    recipient_id: str,
+    current: Recipient | None,
+    fields: dict[str, Any],
+) -> Response:
+    """Validate ``fields`` as the recipient, authorise the change, store it."""
     if fields.setdefault("id", recipient_id) != recipient_id:
         raise InvalidInputError(f"id: does not match the path ({recipient_id!r})")
+    fields = {k: v for k, v in fields.items() if k not in _SERVER_FIELDS}
     try:
         recipient = Recipient.model_validate(fields)
     except ValidationError as exc:
         raise InvalidInputError(describe(exc)) from None
-    existed = True
-    try:
-        current: Recipient | None = await state.directory.get_recipient(recipient_id)
-    except NotFoundError:
-        current, existed = None, False
-    except UnreadableRecordError:
-        if caller.role == "partner":
-            raise  # what the hub set (owner, disabled channels) is unknown: a backbone repairs
-        current = None
     if caller.role == "partner":
         # A partner manages its own contacts, not who is told about them nor what the hub
-        # disabled after a permanent failure.
+        # disabled after a permanent failure: those keep their stored values.
         recipient = recipient.model_copy(
             update={
                 "owner": current.owner if current else None,
                 "disabled_channels": current.disabled_channels if current else (),
             }
         )
+    subs = await state.directory.list_subscriptions(recipient=recipient_id)
+    # an unreadable stored record (current None) still has the subscriptions that scope it
+    subscribed = [s.pattern for s in subs] if current is not None or subs else None
+    recipient_change(caller, recipient_id, subscribed, changed_fields(current, recipient)).enforce()
     await state.directory.put_recipient(recipient)
-    return Response(
-        recipient.model_dump_json(), 200 if existed else 201, media_type="application/json"
-    )
+    stored = await state.directory.get_recipient(recipient_id)
+    status = 200 if current is not None else 201
+    return Response(stored.model_dump_json(), status, media_type="application/json")
+
+
+def changed_fields(current: Recipient | None, wanted: Recipient) -> frozenset[str]:
+    """The fields of ``wanted`` that differ from ``current`` (all of them when new)."""
+    names = frozenset(Recipient.model_fields) - _SERVER_FIELDS
+    if current is None:
+        return names
+    return frozenset(n for n in names if getattr(current, n) != getattr(wanted, n))
 
 
 @router.delete(
@@ -179,14 +270,11 @@ async def delete_recipient(recipient_id: RecipientId, state: State, caller: Call
     A backbone token may do so only when every subscription of the recipient is on one
     of its initiatives; a partner cannot delete itself (it may drop its subscriptions).
     """
-    if caller.role == "partner":
-        raise caller.deny("delete recipients")
     _check_recipient(caller, recipient_id)
     with contextlib.suppress(UnreadableRecordError):  # it exists; deleting repairs it
         await state.directory.get_recipient(recipient_id)
-    for sub in await state.directory.list_subscriptions(recipient=recipient_id):
-        if not caller.may_see_subscription(sub.recipient, sub.pattern):
-            raise caller.deny(f"delete {recipient_id!r}: subscribed to {sub.pattern!r}")
+    subs = await state.directory.list_subscriptions(recipient=recipient_id)
+    recipient_deletion(caller, recipient_id, [s.pattern for s in subs]).enforce()
     await state.directory.delete_recipient(recipient_id)
     return Response(status_code=204)
 
@@ -246,8 +334,7 @@ async def subscribe(request: Request, state: State, caller: Caller) -> Response:
     except ValidationError as exc:
         raise InvalidInputError(describe(exc)) from None
     validate_pattern(wanted.pattern)
-    if not caller.may_subscribe(wanted.recipient, wanted.pattern):
-        raise caller.deny(f"subscribe {wanted.recipient!r} to {wanted.pattern!r}")
+    subscription_added(caller, wanted.recipient, wanted.pattern).enforce()
     sub = await state.directory.subscribe(
         wanted.recipient, wanted.pattern, wanted.channel, wanted.mode
     )
@@ -270,7 +357,6 @@ async def unsubscribe(
 ) -> Response:
     """Delete one subscription."""
     sub = await state.directory.get_subscription(subscription_id)
-    if not caller.may_see_subscription(sub.recipient, sub.pattern):
-        raise caller.deny(f"delete subscription {subscription_id!r}")
+    subscription_removed(caller, sub.recipient, sub.pattern).enforce()
     await state.directory.unsubscribe(subscription_id)
     return Response(status_code=204)

@@ -1,9 +1,10 @@
 """The dev outbox page (``/outbox``): what the hub would have sent, as recipients see it.
 
 Only there while the dev outbox is in use (no SMTP relay or no Slack token configured),
-and only for a signed-in backbone user: the messages carry each recipient's personal
-links. Emails are shown in sandboxed ``<iframe srcdoc>`` elements (no scripts, no access
-to this page; links open in a new tab), never inserted into the page. Slack Block Kit is
+and only for a signed-in backbone user, who sees only the messages of its initiatives:
+the messages carry each recipient's personal links (see :func:`visible`). Emails are
+shown in sandboxed ``<iframe srcdoc>`` elements (no scripts, no access to this page;
+links open in a new tab), never inserted into the page. Slack Block Kit is
 turned into plain structures here (:func:`slack_view`) and rendered by the autoescaping
 template: mrkdwn links become ``<a>`` only for http(s) and mailto URLs.
 """
@@ -23,6 +24,8 @@ from starlette.responses import Response
 from notifiers.email import SmtpSettings
 from notifiers.outbox import OUTBOX_CHANNELS, OutboxEntry, read_outbox
 from notifiers.slack import SlackSettings
+from services.access import foreign_initiatives
+from services.auth import Principal
 from services.web.pages import CSP_OUTBOX, HtmlRoute, error_page, login_redirect, page
 from services.web.session import current_session
 from services.web.state import Web
@@ -146,6 +149,28 @@ def entry_view(entry: OutboxEntry, tz: tzinfo = UTC) -> dict[str, object]:
     }
 
 
+def visible(entry: OutboxEntry, principal: Principal, follows: dict[str, list[str]]) -> bool:
+    """Whether ``principal`` may see an outbox entry (an admin sees every one).
+
+    A message about one event belongs to that event's initiative. A digest may cover
+    several initiatives, and an entry recorded before entries named their initiative
+    says nothing: those are shown only when everything their recipient follows (now) is
+    on the token's initiatives, the same test as for changing that recipient.
+
+    Args:
+        entry: one outbox record.
+        principal: the signed-in token.
+        follows: every recipient's subscription patterns (unused for an admin).
+    """
+    if principal.role == "admin":
+        return True
+    initiative = entry.get("initiative")
+    if isinstance(initiative, str) and entry.get("digest") is False:
+        return principal.in_scope(initiative)
+    patterns = follows.get(str(entry.get("recipient")), [])
+    return bool(patterns) and not foreign_initiatives(principal, patterns)
+
+
 @router.get("/outbox")
 async def outbox(request: Request, web: Web, channel: str | None = None) -> Response:
     """The newest messages the dev outbox caught, newest first."""
@@ -159,7 +184,15 @@ async def outbox(request: Request, web: Web, channel: str | None = None) -> Resp
         return login_redirect(request)
     wanted = channel if channel in channels else None
     entries = await read_outbox(web.bus.js, wanted, SHOWN)
-    shown = [entry_view(e, web.hub.zone) for e in reversed(entries) if e.get("channel") in channels]
+    follows: dict[str, list[str]] = {}
+    if session.principal.role != "admin":
+        for sub in await web.directory.list_subscriptions():
+            follows.setdefault(sub.recipient, []).append(sub.pattern)
+    shown = [
+        entry_view(e, web.hub.zone)
+        for e in reversed(entries)
+        if e.get("channel") in channels and visible(e, session.principal, follows)
+    ]
     return page(
         "outbox.html.j2",
         csp=CSP_OUTBOX,

@@ -25,6 +25,7 @@ from ulid import ULID
 from schemas.subjects import EventKind
 from services.auth import AuthenticationError, Principal
 from services.publish import publish_event
+from services.ratelimit import RateLimitedError
 from services.web.forms import KIND_FIELDS, event_from_form, kind_of, read_form
 from services.web.pages import HtmlRoute, login_redirect, page, see_other
 from services.web.preferences import TIMEZONES
@@ -75,11 +76,18 @@ async def login(request: Request, web: Web) -> Response:
     check_origin(request)
     form = await read_form(request)
     target = safe_next(form.get("next"))
+    token = form.get("token", "").strip()
+    address = request.client.host if request.client else "unknown"
+    try:
+        web.throttle.check(address, token)
+    except RateLimitedError as exc:
+        return _too_many(exc)
     error = None
     try:
-        principal = await web.auth.verify(f"Bearer {form.get('token', '').strip()}")
+        principal = await web.auth.verify(f"Bearer {token}")
     except AuthenticationError as exc:
         error = f"That token is not valid ({exc})."
+        web.throttle.failed(address, token)
     else:
         if principal.role not in WEB_ROLES:
             error = f"Sign in with a backbone token: this one is a {principal.role} token."
@@ -88,6 +96,19 @@ async def login(request: Request, web: Web) -> Response:
     response = see_other(target)
     start_session(response, request, web, principal.token_id)
     return response
+
+
+def _too_many(exc: RateLimitedError) -> Response:
+    wait = exc.retry_after_header
+    return page(
+        "error.html.j2",
+        429,
+        headers={"Retry-After": wait},
+        title="Too many sign-in attempts",
+        message=f"Too many wrong tokens were tried from here or on this token. "
+        f"Nothing was checked: wait {wait} seconds and try again.",
+        signed_in=False,
+    )
 
 
 @router.post("/logout")

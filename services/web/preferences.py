@@ -23,10 +23,10 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from notifiers.email import zone
-from schemas.directory import FIXED_OFFSET_ZONES, Recipient, Subscription
+from schemas.directory import FIXED_OFFSET_ZONES, Recipient, Subscription, version_of
 from schemas.errors import NotFoundError
 from schemas.targets import CHANNELS, Channel
-from services.links import RecipientGoneError, UnsubscribeClaim, check_owner
+from services.links import RecipientGoneError, UnsubscribeClaim, check_owner, check_version
 from services.web.forms import field_errors, read_form
 from services.web.pages import HtmlRoute, page, see_other
 from services.web.session import check_csrf, check_origin
@@ -87,11 +87,13 @@ async def rows_of(web: WebState, subs: list[Subscription]) -> list[Row]:
 
 
 async def _recipient_of(web: WebState, token: str) -> Recipient:
-    recipient_id = web.signer.read_preferences(token)
+    recipient_id, version = web.signer.preferences_claim(token)
     try:
-        return await web.directory.get_recipient(recipient_id)
+        recipient = await web.directory.get_recipient(recipient_id)
     except NotFoundError:
         raise RecipientGoneError("this address no longer receives anything from us") from None
+    check_version(version, version_of(recipient.created), "recipient")
+    return recipient
 
 
 async def _render(
@@ -224,7 +226,14 @@ async def _claimed(web: WebState, token: str) -> tuple[UnsubscribeClaim, list[Su
         except NotFoundError:
             return claim, []
         check_owner(claim.recipient, sub.recipient)
+        check_version(claim.version, version_of(sub.created_at), "subscription")
         return claim, [sub]
+    if claim.version is not None:
+        try:
+            recipient = await web.directory.get_recipient(claim.recipient)
+        except NotFoundError:
+            return claim, []
+        check_version(claim.version, version_of(recipient.created), "recipient")
     subs = await web.directory.list_subscriptions(recipient=claim.recipient)
     return claim, [s for s in subs if s.mode == "digest" and s.channel == claim.digest_channel]
 
@@ -236,7 +245,11 @@ async def _unsubscribe_page(
         recipient: Recipient | None = await web.directory.get_recipient(claim.recipient)
     except NotFoundError:
         recipient = None
-    prefs = web.signer.preferences_token(claim.recipient) if recipient else None
+    prefs = (
+        web.signer.preferences_token(recipient.id, version_of(recipient.created))
+        if recipient
+        else None
+    )
     tz = zone(recipient.timezone) if recipient else UTC
     return page(
         "unsubscribe.html.j2",

@@ -31,6 +31,7 @@ from services.bus import EVENTS, Bus
 from services.config import HubSettings
 from services.directory import Directory
 from services.links import LinkSigner
+from services.web.throttle import LoginThrottle
 from services.web.words import EventHelpers, initiative_name, topic_label
 
 LABEL_TTL_S: Final = 60.0
@@ -45,6 +46,10 @@ class WebSettings(BaseSettings):
         True, description="initiative pages and Atom feeds readable without signing in"
     )
     session_hours: float = Field(8, gt=0, le=24 * 30, description="sign-in lasts this long")
+    login_failures_per_min: float = Field(
+        10, ge=0, description="failed sign-ins a minute per address and per token id; 0: off"
+    )
+    login_burst: float = Field(10, ge=1, description="failed sign-ins allowed at once")
     initiatives: dict[str, str] = Field(
         default_factory=dict,
         validation_alias="IMPACTBUS_INITIATIVES",
@@ -62,6 +67,7 @@ class WebState:
     signer: LinkSigner
     hub: HubSettings
     settings: WebSettings
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
     _labels: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
     @cached_property
@@ -132,13 +138,15 @@ def web_state(request: Request) -> WebState:
         api = api_state(request)
         hub = getattr(request.app.state, "hub", None)
         hub = hub if isinstance(hub, HubSettings) else HubSettings()
+        settings = WebSettings()
         state = WebState(
             bus=api.bus,
             directory=api.directory,
             auth=api.auth,
             signer=LinkSigner.from_settings(hub),
             hub=hub,
-            settings=WebSettings(),
+            settings=settings,
+            throttle=LoginThrottle(settings.login_failures_per_min, settings.login_burst),
         )
         request.app.state.web = state
     return state
