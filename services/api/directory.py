@@ -34,6 +34,11 @@ from services.api.state import ApiState, Caller, State, read_json
 from services.auth import Principal
 from services.directory import UnreadableRecordError
 
+Force = Annotated[
+    bool,
+    Query(description="also stop the subscriptions whose contact the change removes"),
+]
+
 router = APIRouter(tags=["directory"])
 
 RecipientId = Annotated[str, Path(description="recipient id", examples=["maria"])]
@@ -134,7 +139,7 @@ async def get_recipient(recipient_id: RecipientId, state: State, caller: Caller)
     },
 )
 async def put_recipient(
-    recipient_id: RecipientId, request: Request, state: State, caller: Caller
+    recipient_id: RecipientId, request: Request, state: State, caller: Caller, force: Force = False
 ) -> Response:
     """Create or replace a recipient; ``id`` in the body may be left out.
 
@@ -145,8 +150,8 @@ async def put_recipient(
     fields = await read_json(request, state.settings.max_body)
     if not isinstance(fields, dict):
         raise InvalidInputError("body: expected a JSON object (a recipient)")
-    current = await _current(state, caller, recipient_id)
-    return await _store(state, caller, recipient_id, current, fields)
+    current, existed = await _current(state, caller, recipient_id)
+    return await _store(state, caller, recipient_id, current, fields, existed=existed, force=force)
 
 
 @router.patch(
@@ -170,7 +175,7 @@ async def put_recipient(
     },
 )
 async def patch_recipient(
-    recipient_id: RecipientId, request: Request, state: State, caller: Caller
+    recipient_id: RecipientId, request: Request, state: State, caller: Caller, force: Force = False
 ) -> Response:
     """Merge the given fields into the stored recipient (``null`` clears a field).
 
@@ -184,7 +189,7 @@ async def patch_recipient(
     current = await state.directory.get_recipient(recipient_id)
     stored = current.model_dump(mode="json", exclude_none=True)
     merged = {**stored, **{k: v for k, v in fields.items() if k not in _SERVER_FIELDS}}
-    return await _store(state, caller, recipient_id, current, _drop_nulls(merged))
+    return await _store(state, caller, recipient_id, current, _drop_nulls(merged), force=force)
 
 
 _SERVER_FIELDS: Final = frozenset({"created"})
@@ -196,21 +201,23 @@ def _drop_nulls(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-async def _current(state: ApiState, caller: Principal, recipient_id: str) -> Recipient | None:
-    """The stored recipient; ``None`` when there is none or it cannot be read.
+async def _current(
+    state: ApiState, caller: Principal, recipient_id: str
+) -> tuple[Recipient | None, bool]:
+    """The stored recipient (``None`` when it cannot be read) and whether one is stored.
 
     Raises:
         UnreadableRecordError: to a partner, for a record it cannot read (what the hub set
             on it, owner and disabled channels, is unknown: a backbone or admin repairs it).
     """
     try:
-        return await state.directory.get_recipient(recipient_id)
+        return await state.directory.get_recipient(recipient_id), True
     except NotFoundError:
-        return None
+        return None, False
     except UnreadableRecordError:
         if caller.role == "partner":
             raise
-        return None
+        return None, True
 
 
 async def _store(
@@ -219,8 +226,15 @@ async def _store(
     recipient_id: str,
     current: Recipient | None,
     fields: dict[str, Any],
+    *,
+    existed: bool | None = None,
+    force: bool = False,
 ) -> Response:
-    """Validate ``fields`` as the recipient, authorise the change, store it."""
+    """Validate ``fields`` as the recipient, authorise the change, store it.
+
+    A change that removes a contact subscriptions deliver to is refused unless ``force``
+    (``?force=true``), which stops those subscriptions too.
+    """
     if fields.setdefault("id", recipient_id) != recipient_id:
         raise InvalidInputError(f"id: does not match the path ({recipient_id!r})")
     fields = {k: v for k, v in fields.items() if k not in _SERVER_FIELDS}
@@ -241,10 +255,28 @@ async def _store(
     # an unreadable stored record (current None) still has the subscriptions that scope it
     subscribed = [s.pattern for s in subs] if current is not None or subs else None
     recipient_change(caller, recipient_id, subscribed, changed_fields(current, recipient)).enforce()
+    orphaned = [s for s in subs if _no_contact(recipient, s.channel)]
+    if orphaned and not force:
+        listed = ", ".join(f"{s.pattern} via {s.channel}" for s in orphaned)
+        raise InvalidInputError(
+            f"this change removes the contact {len(orphaned)} subscription"
+            f"{'s' if len(orphaned) != 1 else ''} of {recipient_id!r} deliver to ({listed}): "
+            "keep the contact, or repeat with ?force=true to stop those subscriptions too"
+        )
+    for sub in orphaned:  # first, so no subscription is ever left without its contact
+        await state.directory.unsubscribe(sub.id)
     await state.directory.put_recipient(recipient)
     stored = await state.directory.get_recipient(recipient_id)
-    status = 200 if current is not None else 201
+    status = 200 if (current is not None if existed is None else existed) else 201
     return Response(stored.model_dump_json(), status, media_type="application/json")
+
+
+def _no_contact(recipient: Recipient, channel: Channel) -> bool:
+    try:
+        recipient.target(channel)
+    except InvalidInputError:
+        return True
+    return False
 
 
 def changed_fields(current: Recipient | None, wanted: Recipient) -> frozenset[str]:

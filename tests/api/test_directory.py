@@ -130,3 +130,28 @@ async def test_system_token_has_no_directory_access(api: Api) -> None:
     assert (await api.client.get("/v1/recipients", headers=system)).status_code == 403
     assert (await api.client.get("/v1/subscriptions", headers=system)).status_code == 403
     assert (await api.client.put("/v1/recipients/x", json={}, headers=system)).status_code == 403
+
+
+async def test_a_change_that_drops_a_used_contact_asks_for_force(api: Api, backbone: str) -> None:
+    h = bearer(backbone)
+    await api.client.put("/v1/recipients/carol", json=MARIA, headers=h)
+    body = {"recipient": "carol", "pattern": "impact.somerville.>", "channel": "email"}
+    assert (await api.client.post("/v1/subscriptions", json=body, headers=h)).status_code == 201
+    # a PUT with only a Slack channel would wipe the email her subscription delivers to
+    slack_only = {"slack_channel": "C123", "timezone": "America/New_York"}
+    r = await api.client.put("/v1/recipients/carol", json=slack_only, headers=h)
+    assert r.status_code == 422
+    assert "impact.somerville.> via email" in r.json()["detail"]
+    assert "force=true" in r.json()["detail"]
+    r = await api.client.patch("/v1/recipients/carol", json={"email": None}, headers=h)
+    assert r.status_code == 422
+    got = (await api.client.get("/v1/recipients/carol", headers=h)).json()
+    assert got["email"] == MARIA["email"]  # nothing changed
+    subs = (await api.client.get("/v1/subscriptions?recipient=carol", headers=h)).json()
+    assert len(subs) == 1
+    # asked for: the contact goes and so does the subscription that used it
+    r = await api.client.put("/v1/recipients/carol?force=true", json=slack_only, headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json()["email"] is None
+    subs = (await api.client.get("/v1/subscriptions?recipient=carol", headers=h)).json()
+    assert subs == []
