@@ -1,8 +1,12 @@
 r"""Bounded, printable string types shared by every model.
 
 Every string that enters the hub is bounded in length and free of NUL and control
-characters (multi-line text may keep ``\n`` and ``\t``). Escaping for a channel (HTML,
-Slack mrkdwn, email headers) happens where the string leaves, in the notifiers.
+characters (multi-line text may keep ``\n`` and ``\t``; its CRLF and lone CR line ends,
+as browsers send a textarea's, become ``\n`` first). Single-line strings lose the Unicode
+bidirectional embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069):
+they would reorder what follows them in a subject line or a chat preview, which is how a
+title can pass itself off as something else. Escaping for a channel (HTML, Slack mrkdwn,
+email headers) happens where the string leaves, in the notifiers.
 """
 
 from __future__ import annotations
@@ -10,10 +14,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, StringConstraints
 
 _CONTROL_LINE: Final = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _CONTROL_TEXT: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+BIDI_CONTROLS: Final = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+"""Bidirectional embeddings, overrides and isolates (not the harmless marks LRM/RLM)."""
+
+
+def _no_bidi(value: object) -> object:
+    # Before the length check, so that a title of nothing but controls is "required".
+    return BIDI_CONTROLS.sub("", value) if isinstance(value, str) else value
 
 
 def _single_line(value: str) -> str:
@@ -22,21 +33,42 @@ def _single_line(value: str) -> str:
     return value
 
 
+def _line_ends(value: object) -> object:
+    # Before the control check: CR is a control character, CRLF a line end.
+    if isinstance(value, str) and "\r" in value:
+        return value.replace("\r\n", "\n").replace("\r", "\n")
+    return value
+
+
 def _text(value: str) -> str:
     if _CONTROL_TEXT.search(value):
         raise ValueError("must not contain NUL or control characters")
-    return value.replace("\r\n", "\n")
+    return value
 
 
-Line = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_single_line)]
+# Validators apply inside out: a BeforeValidator listed last runs first.
+Line = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(_single_line),
+    BeforeValidator(_no_bidi),
+]
 """One line of up to 200 characters: titles, names, indicators."""
 
 ShortLine = Annotated[
-    str, StringConstraints(min_length=1, max_length=40), AfterValidator(_single_line)
+    str,
+    StringConstraints(min_length=1, max_length=40),
+    AfterValidator(_single_line),
+    BeforeValidator(_no_bidi),
 ]
 """A short label of up to 40 characters: units, periods."""
 
-Text = Annotated[str, StringConstraints(max_length=20_000), AfterValidator(_text)]
+Text = Annotated[
+    str,
+    StringConstraints(max_length=20_000),
+    AfterValidator(_text),
+    BeforeValidator(_line_ends),
+]
 """Multi-line text of up to 20,000 characters: bodies, summaries."""
 
 

@@ -161,7 +161,7 @@ class Router:
         logs: list[tuple[str, bytes]] = []
         for i, msg in enumerate(msgs):
             try:
-                event = parse_event(msg.data)
+                event = parse_event(msg.data, new=True)
                 _check_subject(msg.subject, event)
             except InvalidInputError as exc:
                 self.counts["dead"] += 1

@@ -15,7 +15,7 @@ feed readers cannot read them).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -71,20 +71,56 @@ async def initiative_page(
     if not await _allowed(request, web):
         return login_redirect(request)
     events = await recent_events(web, initiative, None, PAGE_EVENTS)
-    view = build_digest(_VIEWER, events, {}, datetime.now(UTC))
     session = await current_session(request, web)
     return page(
         "initiative.html.j2",
-        initiative=initiative,
-        name=web.name(initiative),
-        section=view.initiatives[0] if view.initiatives else None,
-        latest=events[:LATEST],
-        kinds=KIND_PLURALS,
-        published=published,
-        signed_in=session is not None,
-        csrf=session.csrf if session else "",
-        h=HELPERS,
+        **page_context(
+            initiative,
+            web.name(initiative),
+            events,
+            datetime.now(UTC),
+            published=published,
+            csrf=session.csrf if session else None,
+        ),
     )
+
+
+def page_context(
+    initiative: str,
+    name: str,
+    events: list[Event],
+    now: datetime,
+    *,
+    published: str | None = None,
+    csrf: str | None = None,
+) -> dict[str, Any]:
+    """What ``web/initiative.html.j2`` shows of ``events`` (newest first) at ``now``.
+
+    Args:
+        initiative: the initiative's token.
+        name: its name, as people know it.
+        events: its recent events, newest first.
+        now: the current time (what is overdue or stale).
+        published: the id of an event just posted from the form, to confirm it.
+        csrf: the signed-in session's CSRF token (``None``: not signed in).
+    """
+    view = build_digest(_VIEWER, events, {}, now)
+    return {
+        "initiative": initiative,
+        "name": name,
+        "section": view.initiatives[0] if view.initiatives else None,
+        "latest": events[:LATEST],
+        "kinds": KIND_PLURALS,
+        "published": published,
+        "signed_in": csrf is not None,
+        "csrf": csrf or "",
+        "h": HELPERS,
+    }
+
+
+def render_page(initiative: str, name: str, events: list[Event], now: datetime) -> str:
+    """The initiative page's HTML for a reader who is not signed in (pure)."""
+    return render("web/initiative.html.j2", **page_context(initiative, name, events, now))
 
 
 @router.get("/feeds/{initiative}.atom")
@@ -113,7 +149,26 @@ async def _feed(
     if not await _allowed(request, web):
         return Response("sign in to read this feed", 401, media_type="text/plain")
     events = await recent_events(web, initiative, kind, FEED_ENTRIES)
-    base = base_url(request, web)
+    body = render_feed(initiative, web.name(initiative), kind, events, base_url(request, web))
+    return Response(
+        body,
+        media_type="application/atom+xml; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=60", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def render_feed(
+    initiative: str, name: str, kind: EventKind | None, events: list[Event], base: str
+) -> str:
+    """The Atom document of ``events`` (newest first) of one initiative (pure).
+
+    Args:
+        initiative: the initiative's token.
+        name: its name, the feed's title.
+        kind: the one kind the feed carries, or ``None`` for all.
+        events: the entries, newest first.
+        base: the hub's public URL, without a trailing ``/``.
+    """
     entries = [
         {
             "event": e,
@@ -123,8 +178,7 @@ async def _feed(
         for e in events
     ]
     path = f"/feeds/{initiative}" + (f"/{kind}" if kind else "") + ".atom"
-    name = web.name(initiative)
-    body = render(
+    return render(
         "web/feed.atom.j2",
         title=f"{name}: {KIND_PLURALS[kind]}" if kind else name,
         feed_id=f"{base}{path}",
@@ -133,9 +187,4 @@ async def _feed(
         updated=(events[0].time if events else datetime(2000, 1, 1, tzinfo=UTC)).isoformat(),
         entries=entries,
         initiative=initiative,
-    )
-    return Response(
-        body,
-        media_type="application/atom+xml; charset=utf-8",
-        headers={"Cache-Control": "public, max-age=60", "X-Content-Type-Options": "nosniff"},
     )
