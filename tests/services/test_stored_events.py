@@ -2,7 +2,7 @@
 
 A delivery job queued before today's bounds (a 1e308 metric, a meeting held at the end of
 the calendar, a reader in Kiritimati) is sent over SMTP, not dead-lettered; a digest of
-such items previews. Both read the stored JSON leniently and render "–" for what they
+such items previews. Both read the stored JSON leniently and render an en dash for what they
 cannot show.
 """
 
