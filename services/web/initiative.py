@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from notifiers.email import headline
-from notifiers.render import render
+from notifiers.render import environment, render
 from schemas.directory import Recipient
 from schemas.errors import InvalidInputError, NotFoundError
 from schemas.events import Event, parse_event
@@ -120,7 +120,8 @@ def page_context(
 
 def render_page(initiative: str, name: str, events: list[Event], now: datetime) -> str:
     """The initiative page's HTML for a reader who is not signed in (pure)."""
-    return render("web/initiative.html.j2", **page_context(initiative, name, events, now))
+    template = environment().get_template("web/initiative.html.j2")
+    return template.render(**page_context(initiative, name, events, now))
 
 
 @router.get("/feeds/{initiative}.atom")
