@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, BeforeValidator, StringConstraints
+from pydantic import AfterValidator, StringConstraints
+from pydantic_core import PydanticCustomError
 
 _CONTROL_LINE: Final = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _CONTROL_TEXT: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -22,53 +23,38 @@ BIDI_CONTROLS: Final = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 """Bidirectional embeddings, overrides and isolates (not the harmless marks LRM/RLM)."""
 
 
-def _no_bidi(value: object) -> object:
-    # Before the length check, so that a title of nothing but controls is "required".
-    return BIDI_CONTROLS.sub("", value) if isinstance(value, str) else value
-
-
 def _single_line(value: str) -> str:
     if _CONTROL_LINE.search(value):
         raise ValueError("must be one line without control characters")
-    return value
-
-
-def _line_ends(value: object) -> object:
-    # Before the control check: CR is a control character, CRLF a line end.
-    if isinstance(value, str) and "\r" in value:
-        return value.replace("\r\n", "\n").replace("\r", "\n")
+    if BIDI_CONTROLS.search(value):
+        value = BIDI_CONTROLS.sub("", value)
+        if not value:
+            raise PydanticCustomError(
+                "string_too_short",
+                "String should have at least 1 character",
+                {"min_length": 1},
+            )
     return value
 
 
 def _text(value: str) -> str:
+    # Line ends first: CR is a control character, CRLF (a textarea's) a line end.
+    if "\r" in value:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
     if _CONTROL_TEXT.search(value):
         raise ValueError("must not contain NUL or control characters")
     return value
 
 
-# Validators apply inside out: a BeforeValidator listed last runs first.
-Line = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=200),
-    AfterValidator(_single_line),
-    BeforeValidator(_no_bidi),
-]
+Line = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_single_line)]
 """One line of up to 200 characters: titles, names, indicators."""
 
 ShortLine = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=40),
-    AfterValidator(_single_line),
-    BeforeValidator(_no_bidi),
+    str, StringConstraints(min_length=1, max_length=40), AfterValidator(_single_line)
 ]
 """A short label of up to 40 characters: units, periods."""
 
-Text = Annotated[
-    str,
-    StringConstraints(max_length=20_000),
-    AfterValidator(_text),
-    BeforeValidator(_line_ends),
-]
+Text = Annotated[str, StringConstraints(max_length=20_000), AfterValidator(_text)]
 """Multi-line text of up to 20,000 characters: bodies, summaries."""
 
 
