@@ -50,6 +50,7 @@ from notifiers.base import (
     no_links,
 )
 from notifiers.render import render
+from schemas.bounds import UNSHOWN, in_zone, ratio, showable
 from schemas.delivery import Delivery, DeliveryResult
 from schemas.events import Event, MeetingNotes, MetricUpdate, Milestone, Update
 from schemas.targets import EmailTarget
@@ -111,8 +112,14 @@ STATUS_LABELS: Final = {
 
 
 def format_number(value: float) -> str:
-    """``1234567.0`` -> ``1,234,567``; ``12.50`` -> ``12.5``; ``0.0042`` -> ``0.0042``."""
-    if value.is_integer() and abs(value) < 1e15:
+    """``1234567.0`` -> ``1,234,567``; ``12.50`` -> ``12.5``; ``0.0042`` -> ``0.0042``.
+
+    An en dash (:data:`~schemas.bounds.UNSHOWN`) for a stored number beyond the bounds of
+    new input (``1e308``): no one reads a 309-digit figure.
+    """
+    if not showable(value):
+        return UNSHOWN
+    if value.is_integer():
         return f"{int(value):,}"
     if abs(value) >= 1:
         return f"{value:,.2f}".rstrip("0").rstrip(".")
@@ -131,12 +138,13 @@ def progress_percent(metric: MetricUpdate) -> int | None:
     """How far ``value`` has come from ``baseline`` towards ``target``, clamped to 0..100.
 
     Works for both directions of good (the sign of ``target - baseline`` carries it).
-    ``None`` without both a baseline and a target, or when they are equal.
+    ``None`` without both a baseline and a target, when they are equal, or when a stored
+    figure is too large for the share to be a number (``1e308`` from ``-1e308``).
     """
-    if metric.baseline is None or metric.target is None or metric.target == metric.baseline:
+    if metric.baseline is None or metric.target is None:
         return None
-    share = (metric.value - metric.baseline) / (metric.target - metric.baseline)
-    return max(0, min(100, round(share * 100)))
+    share = ratio(metric.value - metric.baseline, metric.target - metric.baseline)
+    return None if share is None else max(0, min(100, round(max(-1.0, min(share, 2.0)) * 100)))
 
 
 def paragraphs(text: str) -> list[list[str]]:
@@ -154,8 +162,13 @@ def zone(name: str) -> tzinfo:
 
 
 def format_time(moment: datetime, tz: tzinfo) -> str:
-    """``2026-11-03 14:05 CET``: unambiguous in every locale."""
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+    """``2026-11-03 14:05 CET``: unambiguous in every locale.
+
+    A stored time at the end of the calendar that has no value in ``tz`` (9999-12-31 in
+    Kiritimati) is shown in UTC, and as an en dash if it has none there either.
+    """
+    local = in_zone(moment, tz) or in_zone(moment, UTC)
+    return UNSHOWN if local is None else local.strftime("%Y-%m-%d %H:%M %Z")
 
 
 def headline(event: Event) -> str:

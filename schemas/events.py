@@ -6,18 +6,19 @@ the discriminator and the envelope's ``type`` is ``org.impactbus.<kind>``. The p
 (``source``, ``id``) is the idempotency key and becomes the ``Nats-Msg-Id``.
 
 Validate at the edge with :data:`EVENT_ADAPTER` (or :func:`parse_event`); inside the hub,
-events are passed as models.
+events are passed as models. New input is validated with ``context=NEW_INPUT``
+(:mod:`schemas.bounds`: numbers within ±10^12, times between 1900 and 2200); stored events
+are read without it, under the looser rules they were accepted with.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,6 +29,7 @@ from pydantic import (
 )
 from ulid import ULID
 
+from schemas.bounds import NEW_INPUT, Day, Moment, Number
 from schemas.errors import FieldProblem, InvalidFieldsError, InvalidInputError
 from schemas.subjects import EventKind, EventSubject, event_subject
 from schemas.text import Line, ShortLine, Text, Token
@@ -45,11 +47,11 @@ class MetricUpdate(_Frozen):
 
     kind: Literal["metric"] = "metric"
     indicator: Line
-    value: float = Field(allow_inf_nan=False)
+    value: Number
     unit: ShortLine | None = None
     period: ShortLine | None = Field(None, description="e.g. '2026-10' or '2026-W42'")
-    baseline: float | None = Field(None, allow_inf_nan=False)
-    target: float | None = Field(None, allow_inf_nan=False)
+    baseline: Number | None = None
+    target: Number | None = None
     direction: Literal["increase", "decrease"] = Field(
         "increase", description="which direction of change is good"
     )
@@ -62,7 +64,7 @@ class Milestone(_Frozen):
     kind: Literal["milestone"] = "milestone"
     title: Line
     status: Literal["planned", "reached", "missed", "at-risk"]
-    due: date | None = None
+    due: Day | None = None
     note: Text | None = None
 
 
@@ -71,7 +73,7 @@ class ActionItem(_Frozen):
 
     task: Line
     owner: Line
-    due: date | None = None
+    due: Day | None = None
 
 
 class MeetingNotes(_Frozen):
@@ -79,7 +81,7 @@ class MeetingNotes(_Frozen):
 
     kind: Literal["meeting"] = "meeting"
     title: Line
-    held_at: AwareDatetime
+    held_at: Moment
     attendees: list[Line] = Field(default_factory=list, max_length=200)
     summary: Text = ""
     decisions: list[Text] = Field(default_factory=list, max_length=100)
@@ -111,7 +113,7 @@ class Event(_Frozen):
     id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
     source: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")]
     type: Annotated[str, Field(max_length=64)]
-    time: AwareDatetime
+    time: Moment
     subject: Token = Field(description="the topic, e.g. 'farmers-market' or 'bmi'")
     initiative: Token
     datacontenttype: Literal["application/json"] = "application/json"
@@ -170,6 +172,8 @@ def new_event(
 ) -> Event:
     """Complete the short form ``{kind, initiative, topic, data}`` into an :class:`Event`.
 
+    The event is new input: it is checked against the bounds of :mod:`schemas.bounds`.
+
     Raises:
         InvalidInputError: the data or a token is invalid (message names the field).
     """
@@ -184,19 +188,24 @@ def new_event(
         "data": {**data, "kind": kind},
     }
     try:
-        return EVENT_ADAPTER.validate_python(payload)
+        return EVENT_ADAPTER.validate_python(payload, context=NEW_INPUT)
     except ValidationError as exc:
         raise invalid_fields(exc) from None
 
 
-def parse_event(raw: bytes | str) -> Event:
+def parse_event(raw: bytes | str, *, new: bool = False) -> Event:
     """Validate structured-mode JSON into an :class:`Event`.
+
+    Args:
+        raw: the JSON.
+        new: whether this is new input (bounds checked), rather than a stored event read
+            back under the rules it was accepted with.
 
     Raises:
         InvalidInputError: the JSON is malformed or breaks the schema.
     """
     try:
-        return EVENT_ADAPTER.validate_json(raw)
+        return EVENT_ADAPTER.validate_json(raw, context=NEW_INPUT if new else None)
     except ValidationError as exc:
         raise InvalidInputError(describe(exc)) from None
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final, Literal, cast
 from zoneinfo import ZoneInfo
@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 from markupsafe import Markup
 
 from notifiers.render import environment, render
+from schemas.bounds import UNSHOWN, in_zone, ratio, showable
 from schemas.directory import Recipient
 from schemas.errors import InvalidInputError
 from schemas.events import Event, MeetingNotes, MetricUpdate, Milestone
@@ -47,7 +48,13 @@ _ATTENTION_ORDER: Final[dict[str, int]] = {"missed": 0, "at-risk": 1, "reached":
 
 
 def fmt_number(value: float) -> str:
-    """``1234.5`` as ``1,234.5``; at most two decimals, no trailing zeros."""
+    """``1234.5`` as ``1,234.5``; at most two decimals, no trailing zeros.
+
+    An en dash for what cannot be shown: a stored number beyond the bounds of new input, or a
+    change between two of them too large to be a number.
+    """
+    if not showable(value):
+        return UNSHOWN
     text = f"{value:,.2f}".rstrip("0").rstrip(".")
     return "0" if text == "-0" else text
 
@@ -191,24 +198,21 @@ class ActionItemView:
 class MeetingView:
     """A meeting's notes, action items sorted overdue first, then by due date.
 
-    ``held_at`` is in the recipient's time zone ``zone``, which takes part in equality:
-    ``datetime`` equality alone ignores the zone that ``held_text`` shows.
+    ``held_at`` orders meetings; ``held_text`` says when the meeting was held in the
+    recipient's time zone ``zone`` (``Mon 23 Nov 2026, 14:00``), in UTC for a stored time
+    at the end of the calendar that has no value there, or an en dash.
     """
 
     initiative: str = field(compare=False)
     topic: str = field(compare=False)
     title: str
-    held_at: datetime
+    held_at: datetime = field(compare=False)
+    held_text: str
     zone: str
     summary: str
     decisions: tuple[str, ...]
     action_items: tuple[ActionItemView, ...]
     attendees: int
-
-    @property
-    def held_text(self) -> str:
-        """When it was held, in the recipient's time zone: ``Mon 23 Nov 2026, 14:00``."""
-        return self.held_at.strftime("%a %d %b %Y, %H:%M")
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,9 +402,11 @@ def _metric_view(ref: _Same, updates: int, prev: float | None, stale: bool) -> M
     if target is not None and baseline is not None:
         # (value - baseline) / (target - baseline) is right for both directions:
         # baseline 20 -> target 15, value 17 gives -3 / -5 = 60 %.
+        # ratio(): spans of stored figures (1e308 from -1e308) overflow to inf, and
+        # inf / inf is no share at all: no progress shown rather than a NaN bar.
         span = target - baseline
-        raw = (value - baseline) / span if span else float(reached)
-        progress = min(max(raw, 0.0), 1.0)
+        raw = ratio(value - baseline, span) if span else float(reached)
+        progress = None if raw is None else min(max(raw, 0.0), 1.0)
     reference = prev if prev is not None else baseline
     return MetricView(
         key=key,
@@ -415,7 +421,7 @@ def _metric_view(ref: _Same, updates: int, prev: float | None, stale: bool) -> M
         direction=data.direction,
         previous=prev,
         change=None if prev is None else value - prev,
-        change_pct=None if not prev else (value - prev) / abs(prev) * 100,
+        change_pct=None if prev is None else _percent(ratio(value - prev, abs(prev))),
         progress=progress,
         target_reached=reached,
         wrong_way=reference is not None and (value - reference) * better < 0,
@@ -424,6 +430,10 @@ def _metric_view(ref: _Same, updates: int, prev: float | None, stale: bool) -> M
         updates=updates,
         note=excerpt(data.note)[0] if data.note else None,
     )
+
+
+def _percent(share: float | None) -> float | None:
+    return None if share is None else share * 100
 
 
 @lru_cache(maxsize=VIEW_CACHE)
@@ -460,13 +470,22 @@ def _meeting_view(ref: _Same, zone: ZoneInfo, mine: tuple[bool, ...], today: dat
         initiative=event.initiative,
         topic=event.topic,
         title=data.title,
-        held_at=data.held_at.astimezone(zone),
+        held_at=data.held_at,
+        held_text=_held_text(data.held_at, zone),
         zone=zone.key,
         summary=excerpt(data.summary)[0],
         decisions=tuple(excerpt(d)[0] for d in data.decisions),
         action_items=tuple(sorted(items, key=_action_order)),
         attendees=len(data.attendees),
     )
+
+
+def _held_text(moment: datetime, zone: ZoneInfo) -> str:
+    local = in_zone(moment, zone)
+    if local is not None:
+        return local.strftime("%a %d %b %Y, %H:%M")
+    utc = in_zone(moment, UTC)
+    return UNSHOWN if utc is None else utc.strftime("%a %d %b %Y, %H:%M UTC")
 
 
 @lru_cache(maxsize=VIEW_CACHE)

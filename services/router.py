@@ -218,7 +218,7 @@ class Router:
     ) -> None:
         """Publish the jobs (or the dead letter) of one event; their tokens to ``pending``."""
         try:
-            event = parse_event(msg.data)
+            event = parse_event(msg.data, new=True)
             _check_subject(msg.subject, event)
         except InvalidInputError as exc:
             self.counts["dead"] += 1

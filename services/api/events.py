@@ -35,6 +35,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, Validati
 from starlette.responses import Response
 from ulid import ULID
 
+from schemas.bounds import NEW_INPUT
 from schemas.errors import InvalidInputError
 from schemas.events import EVENT_ADAPTER, TYPE_PREFIX, Event, describe, new_event
 from schemas.subjects import EventKind
@@ -113,13 +114,13 @@ def to_event(obj: object, principal: Principal, event_id: str | None = None) -> 
         raise InvalidInputError("body: expected a JSON object (one event)")
     try:
         if "specversion" in obj:
-            return EVENT_ADAPTER.validate_python(obj)
+            return EVENT_ADAPTER.validate_python(obj, context=NEW_INPUT)
         envelope = _envelope(obj, principal, event_id)
         if envelope is not None:
             # hot path: one validation of the completed envelope; if it fails, the slow path
             # below validates again to name the short form's own fields in the message
             with contextlib.suppress(ValidationError):
-                return EVENT_ADAPTER.validate_python(envelope)
+                return EVENT_ADAPTER.validate_python(envelope, context=NEW_INPUT)
         short = SHORT_ADAPTER.validate_python(obj)
     except ValidationError as exc:
         raise InvalidInputError(describe(exc)) from None

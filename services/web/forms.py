@@ -19,6 +19,7 @@ from fastapi import Request
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from schemas.bounds import NEW_INPUT
 from schemas.errors import InvalidInputError
 from schemas.events import DATA_MODELS, EVENT_ADAPTER, TYPE_PREFIX, Event
 from schemas.subjects import EVENT_KINDS, EventKind
@@ -45,6 +46,7 @@ KIND_FIELDS: Final[dict[EventKind, tuple[str, ...]]] = {
     "update": ("title", "body", "url"),
 }
 LIST_FIELDS: Final = frozenset({"attendees", "decisions"})
+NUMBER_FIELDS: Final = frozenset({"value", "baseline", "target"})
 COMMON_FIELDS: Final = ("initiative", "kind", "topic", "event_id")
 
 
@@ -116,6 +118,8 @@ def event_from_form(
             data[name] = _action_items(value, errors)
         elif name == "held_at":
             data[name] = _held_at(value, form.get("held_tz", "UTC"), errors)
+        elif name in NUMBER_FIELDS:
+            data[name] = _number(name, value, errors)
         else:
             data[name] = value
     title = str(data.get("title") or data.get("indicator") or "")
@@ -132,7 +136,7 @@ def event_from_form(
     }
     if not errors:
         try:
-            return FormResult(EVENT_ADAPTER.validate_python(payload), {})
+            return FormResult(EVENT_ADAPTER.validate_python(payload, context=NEW_INPUT), {})
         except ValidationError as exc:
             errors = field_errors(exc)
     else:  # a field that could not even be read: report the others' errors too
@@ -144,7 +148,7 @@ def event_from_form(
 
 def _collect(payload: dict[str, object], errors: dict[str, str]) -> None:
     try:
-        EVENT_ADAPTER.validate_python(payload)
+        EVENT_ADAPTER.validate_python(payload, context=NEW_INPUT)
     except ValidationError as exc:
         for name, message in field_errors(exc).items():
             errors.setdefault(name, message)
@@ -164,6 +168,16 @@ def _action_items(value: str, errors: dict[str, str]) -> list[dict[str, str]]:
             item["due"] = parts[2]
         items.append(item)
     return items
+
+
+def _number(name: str, value: str, errors: dict[str, str]) -> object:
+    # A form field is always text: read the number here, since new input must be a number
+    # (the schema then checks that it is finite and within its bounds).
+    try:
+        return float(value.replace(",", ""))
+    except ValueError:
+        errors[name] = "must be a valid number, such as 42 or 12.5"
+        return value
 
 
 def _held_at(value: str, tz: str, errors: dict[str, str]) -> object:

@@ -15,13 +15,13 @@ feed readers cannot read them).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from notifiers.email import headline
-from notifiers.render import render
+from notifiers.render import environment, render
 from schemas.directory import Recipient
 from schemas.errors import InvalidInputError, NotFoundError
 from schemas.events import Event, parse_event
@@ -32,13 +32,14 @@ from services.web.forms import kind_of
 from services.web.pages import HtmlRoute, login_redirect, page
 from services.web.session import current_session
 from services.web.state import Web, WebState
-from services.web.words import KIND_PLURALS
+from services.web.words import KIND_PLURALS, EventHelpers
 
 router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
 
 PAGE_EVENTS: Final = 200
 LATEST: Final = 20
 FEED_ENTRIES: Final = 50
+UTC_HELPERS: Final = EventHelpers()
 
 
 def _initiative(value: str) -> str:
@@ -70,22 +71,69 @@ async def initiative_page(
     if not await _allowed(request, web):
         return login_redirect(request)
     events = await recent_events(web, initiative, None, PAGE_EVENTS)
-    # The page is read by anyone: the digest view is built for a viewer in the hub's zone.
-    viewer = Recipient(id="web", timezone=web.hub.timezone, digest="daily@08:00")
-    view = build_digest(viewer, events, {}, datetime.now(UTC))
     session = await current_session(request, web)
     return page(
         "initiative.html.j2",
-        initiative=initiative,
-        name=web.name(initiative),
-        section=view.initiatives[0] if view.initiatives else None,
-        latest=events[:LATEST],
-        kinds=KIND_PLURALS,
-        published=published,
-        signed_in=session is not None,
-        csrf=session.csrf if session else "",
-        h=web.helpers,
+        **page_context(
+            initiative,
+            web.name(initiative),
+            events,
+            datetime.now(UTC),
+            published=published,
+            csrf=session.csrf if session else None,
+            helpers=web.helpers,
+        ),
     )
+
+
+def page_context(
+    initiative: str,
+    name: str,
+    events: list[Event],
+    now: datetime,
+    *,
+    published: str | None = None,
+    csrf: str | None = None,
+    helpers: EventHelpers = UTC_HELPERS,
+) -> dict[str, Any]:
+    """What ``web/initiative.html.j2`` shows of ``events`` (newest first) at ``now``.
+
+    Args:
+        initiative: the initiative's token.
+        name: its name, as people know it.
+        events: its recent events, newest first.
+        now: the current time (what is overdue or stale).
+        published: the id of an event just posted from the form, to confirm it.
+        csrf: the signed-in session's CSRF token (``None``: not signed in).
+        helpers: how events are shown; their ``zone`` is the page's (the hub's zone).
+    """
+    # The page is read by anyone: the digest view is built for a viewer in the page's zone.
+    viewer = Recipient(id="web", timezone=str(helpers.zone), digest="daily@08:00")
+    view = build_digest(viewer, events, {}, now)
+    return {
+        "initiative": initiative,
+        "name": name,
+        "section": view.initiatives[0] if view.initiatives else None,
+        "latest": events[:LATEST],
+        "kinds": KIND_PLURALS,
+        "published": published,
+        "signed_in": csrf is not None,
+        "csrf": csrf or "",
+        "h": helpers,
+    }
+
+
+def render_page(
+    initiative: str,
+    name: str,
+    events: list[Event],
+    now: datetime,
+    *,
+    helpers: EventHelpers = UTC_HELPERS,
+) -> str:
+    """The initiative page's HTML for a reader who is not signed in (pure)."""
+    template = environment().get_template("web/initiative.html.j2")
+    return template.render(**page_context(initiative, name, events, now, helpers=helpers))
 
 
 @router.get("/feeds/{initiative}.atom")
@@ -114,18 +162,45 @@ async def _feed(
     if not await _allowed(request, web):
         return Response("sign in to read this feed", 401, media_type="text/plain")
     events = await recent_events(web, initiative, kind, FEED_ENTRIES)
-    base = base_url(request, web)
+    body = render_feed(
+        initiative, web.name(initiative), kind, events, base_url(request, web), helpers=web.helpers
+    )
+    return Response(
+        body,
+        media_type="application/atom+xml; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=60", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def render_feed(
+    initiative: str,
+    name: str,
+    kind: EventKind | None,
+    events: list[Event],
+    base: str,
+    *,
+    helpers: EventHelpers = UTC_HELPERS,
+) -> str:
+    """The Atom document of ``events`` (newest first) of one initiative (pure).
+
+    Args:
+        initiative: the initiative's token.
+        name: its name, the feed's title.
+        kind: the one kind the feed carries, or ``None`` for all.
+        events: the entries, newest first.
+        base: the hub's public URL, without a trailing ``/``.
+        helpers: how events are shown (times in the hub's zone).
+    """
     entries = [
         {
             "event": e,
             "title": headline(e),
-            "html": render("web/_event.html.j2", event=e, h=web.helpers),
+            "html": render("web/_event.html.j2", event=e, h=helpers),
         }
         for e in events
     ]
     path = f"/feeds/{initiative}" + (f"/{kind}" if kind else "") + ".atom"
-    name = web.name(initiative)
-    body = render(
+    return render(
         "web/feed.atom.j2",
         title=f"{name}: {KIND_PLURALS[kind]}" if kind else name,
         feed_id=f"{base}{path}",
@@ -134,9 +209,4 @@ async def _feed(
         updated=(events[0].time if events else datetime(2000, 1, 1, tzinfo=UTC)).isoformat(),
         entries=entries,
         initiative=initiative,
-    )
-    return Response(
-        body,
-        media_type="application/atom+xml; charset=utf-8",
-        headers={"Cache-Control": "public, max-age=60", "X-Content-Type-Options": "nosniff"},
     )

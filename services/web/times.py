@@ -14,6 +14,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
+from schemas.bounds import UNSHOWN, in_zone
+
 FORMAT = "%d %b %Y, %H:%M"
 
 
@@ -28,12 +30,14 @@ def local_time(moment: datetime, tz: tzinfo = UTC) -> str:
     Args:
         moment: an aware datetime (a naive one is taken as UTC, as the schemas store it).
         tz: the reader's zone; where ``moment`` has no time in it (the edges of the
-            calendar), the time is shown in UTC, and says so.
+            calendar), the time is shown in UTC, and says so; an en dash where it has
+            none there either.
     """
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    try:
-        local = moment.astimezone(tz)
-    except OverflowError:  # the first or last hours of year 1 / 9999 have no local time
-        local, tz = moment.astimezone(UTC), UTC
+    local = in_zone(moment, tz)
+    if local is None:  # the first or last hours of year 1 / 9999 have no local time
+        local, tz = in_zone(moment, UTC), UTC
+    if local is None:
+        return UNSHOWN
     return f"{local.strftime(FORMAT)} ({zone_name(tz)})"

@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.bounds import DATE_MAX, DATE_MIN, NUMBER_LIMIT
 from schemas.events import DATA_ADAPTER, EVENT_ADAPTER
 from services.bus import EVENTS
 from tests.api.conftest import Api, ApiFactory, bearer
@@ -23,8 +24,8 @@ short_line = line.filter(lambda s: len(s) <= 40)
 text = st.text(
     st.characters(exclude_categories=("Cc", "Cs")) | st.sampled_from(["\n", "\t"]), max_size=500
 )
-number = st.floats(allow_nan=False, allow_infinity=False)
-day = st.dates().map(lambda d: d.isoformat())
+number = st.floats(-NUMBER_LIMIT, NUMBER_LIMIT)  # the bounds of new input
+day = st.dates(DATE_MIN, DATE_MAX).map(lambda d: d.isoformat())
 moment = st.datetimes(
     min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
 ).map(lambda d: d.isoformat())
