@@ -13,6 +13,10 @@ A subscription's initiative is the second token of its pattern (``impact.<initia
 a pattern with a wildcard there (``impact.*.milestone.>``, ``impact.>``) spans every
 initiative and so is outside every backbone's.
 
+A backbone token *reads* a recipient (their contacts) when the recipient follows at least
+one of its initiatives, or nothing yet (so it can set up a newcomer): the partners of one
+initiative are not a directory of every other initiative's people.
+
 Partners change their own recipient's contacts and pause, never who is told about them
 (``owner``) nor what the hub disabled after a permanent failure (``disabled_channels``),
 and never delete it; system tokens have no directory access.
@@ -196,4 +200,21 @@ def subscription_removed(caller: Principal, recipient_id: str, pattern: str) -> 
         False,
         f"this token may remove subscriptions only on its own initiatives "
         f"({', '.join(sorted(caller.initiatives))}), not {pattern!r}",
+    )
+
+
+def recipient_reading(caller: Principal, recipient_id: str, subscribed: Iterable[str]) -> Decision:
+    """May ``caller`` read the recipient ``recipient_id``, who follows ``subscribed``?"""
+    if caller.role in ("system", "partner"):
+        if caller.role == "partner" and recipient_id == caller.recipient:
+            return ALLOW
+        return Decision(False, f"a {caller.role} token may not read recipient {recipient_id!r}")
+    patterns = list(subscribed)
+    ours = (i for i in map(pattern_initiative, patterns) if i is not None)
+    if caller.role == "admin" or not patterns or any(caller.in_scope(i) for i in ours):
+        return ALLOW
+    foreign = ", ".join(foreign_initiatives(caller, patterns))
+    return Decision(
+        False,
+        f"recipient {recipient_id!r} follows only {foreign}, which this token does not manage",
     )

@@ -26,6 +26,7 @@ from schemas.text import Token
 from services.access import (
     recipient_change,
     recipient_deletion,
+    recipient_reading,
     subscription_added,
     subscription_removed,
 )
@@ -102,7 +103,15 @@ async def list_recipients(state: State, caller: Caller) -> list[Recipient]:
     if caller.role == "system":
         raise caller.deny("list recipients")
     rows = await state.directory.list_recipients()
-    return [r for r in rows if caller.may_manage_recipient(r.id)]
+    follows: dict[str, list[str]] = {}
+    for sub in await state.directory.list_subscriptions():
+        follows.setdefault(sub.recipient, []).append(sub.pattern)
+    return [
+        r
+        for r in rows
+        if caller.may_manage_recipient(r.id)
+        and recipient_reading(caller, r.id, follows.get(r.id, ())).allowed
+    ]
 
 
 @router.get(
@@ -112,9 +121,12 @@ async def list_recipients(state: State, caller: Caller) -> list[Recipient]:
     responses={200: _ok(_RECIPIENT_EXAMPLE), **responses(401, 403, 404, 409, 422, 429)},
 )
 async def get_recipient(recipient_id: RecipientId, state: State, caller: Caller) -> Recipient:
-    """One recipient."""
+    """One recipient (a backbone token: one who follows its initiatives, or nothing yet)."""
     _check_recipient(caller, recipient_id)
-    return await state.directory.get_recipient(recipient_id)
+    recipient = await state.directory.get_recipient(recipient_id)
+    subs = await state.directory.list_subscriptions(recipient=recipient_id)
+    recipient_reading(caller, recipient_id, [s.pattern for s in subs]).enforce()
+    return recipient
 
 
 @router.put(

@@ -209,3 +209,31 @@ async def test_the_table_holds_over_http(api: Api) -> None:
                 # nothing changed
                 assert await directory.list_recipients() == before
                 assert await directory.list_subscriptions(recipient=rid) == before_subs
+
+
+async def test_a_backbone_reads_only_the_people_of_its_initiatives(api: Api) -> None:
+    admin = bearer(await api.token("admin", ()))
+    a = bearer(await api.token("backbone", ("somerville",)))
+    people = {
+        "ana": ["impact.somerville.>"],
+        "bea": ["impact.oporajita.>"],
+        "cai": ["impact.somerville.>", "impact.oporajita.>"],
+        "dee": [],
+    }
+    for rid, patterns in people.items():
+        body = {"email": f"{rid}@example.org"}
+        assert (await api.client.put(f"/v1/recipients/{rid}", json=body, headers=admin)).is_success
+        for pattern in patterns:
+            sub = {"recipient": rid, "pattern": pattern, "channel": "email"}
+            assert (await api.client.post("/v1/subscriptions", json=sub, headers=admin)).is_success
+    listed = await api.client.get("/v1/recipients", headers=a)
+    assert sorted(r["id"] for r in listed.json()) == ["ana", "cai", "dee"]
+    refused = await api.client.get("/v1/recipients/bea", headers=a)
+    assert refused.status_code == 403
+    assert "oporajita" in refused.json()["detail"]
+    assert "bea@" not in refused.text
+    assert (await api.client.get("/v1/recipients/cai", headers=a)).json()[
+        "email"
+    ] == "cai@example.org"
+    everyone = await api.client.get("/v1/recipients", headers=admin)
+    assert len(everyone.json()) == 4
