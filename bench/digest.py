@@ -3,7 +3,7 @@
 The world: ``--initiatives`` initiatives with a pool of events each (half metrics, the rest
 milestones, meetings and updates); every recipient follows two initiatives and has
 ``--items`` digest items waiting, built exactly as the router queues them
-(``services.itemstore.digest_item``: the event JSON plus recipient, subscription and
+(``services.bus.itemstore.digest_item``: the event JSON plus recipient, subscription and
 channel). One recipient in ten also has Slack, and gets a second (Block Kit) digest.
 Each recipient's items are a random sample of their initiatives' events, so recipients
 share entries but rarely a whole section: a harder world for reuse than partners who
@@ -140,7 +140,7 @@ class World:
 
     def items(self, r: int, count: int) -> list[bytes]:
         """The digest items of recipient ``r``: payloads as the router publishes them."""
-        from services.itemstore import digest_item
+        from services.bus.itemstore import digest_item
 
         rng = random.Random(SEED + r)
         follows = rng.sample(self.initiatives, 2)
@@ -156,7 +156,7 @@ class World:
 
 
 def stored(payloads: list[bytes], rid: str) -> list[Any]:
-    from services.itemstore import StoredMsg
+    from services.bus.itemstore import StoredMsg
 
     return [StoredMsg(i + 1, f"digest.{rid}", p) for i, p in enumerate(payloads)]
 
@@ -165,7 +165,7 @@ def stored(payloads: list[bytes], rid: str) -> list[Any]:
 
 
 def compose_phase(world: World, recipients: int, items: int, seconds: float) -> dict[str, float]:
-    from services.digest import DigestService
+    from services.digest.service import DigestService
 
     service = DigestService(None, None, None, links=bench_links)  # type: ignore[arg-type]
     # warm-up: template compilation, imports
@@ -208,7 +208,7 @@ def compose_phase(world: World, recipients: int, items: int, seconds: float) -> 
 def render_only(world: World, service: Any, recipients: int, items: int) -> float:
     """Baseline: digests/s of the two Jinja renders alone (text + HTML) of the same views,
     each rendered from scratch (the cache of rendered entries emptied before each)."""
-    from services.digest_view import _part, _part_of, render_digest_email
+    from services.digest.view import _part, _part_of, render_digest_email
 
     views = []
     for r in range(recipients):
@@ -249,7 +249,7 @@ async def publish_items(bus: Any, world: World, recipients: int, items: int) -> 
 
 async def run_phase(url: str, world: World, args: Any, profile: str | None) -> dict[str, float]:
     from services.bus import DELIVERIES, KV_RECIPIENTS
-    from services.digest import DigestService
+    from services.digest.service import DigestService
 
     bus = await connect_bus(url)
     out: dict[str, float] = {}
@@ -331,7 +331,7 @@ async def republish(url: str, world: World, recipients: int, items: int) -> None
 
 async def _child_runs(url: str, rids: list[str], go: Any) -> tuple[int, float, float]:
     from services.bus import Bus, NatsSettings
-    from services.digest import DigestService
+    from services.digest.service import DigestService
 
     bus = await Bus.connect(url, NatsSettings(url=url), name="bench-digest", reconnect=False)
     service = await DigestService.open(bus, links=bench_links)

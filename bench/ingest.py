@@ -30,8 +30,8 @@ from statistics import median
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from schemas.events import new_event
-from services.auth import create_token
 from services.bus import EVENTS, Bus, EmbeddedNats, NatsSettings, free_port
+from services.directory.auth import create_token
 
 ROOT = Path(__file__).resolve().parent.parent
 

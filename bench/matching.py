@@ -151,7 +151,7 @@ async def load_router(url: str, limit: float) -> tuple[Any, Any, dict[str, float
     a second one loads the subscriptions alone, so the index is complete and matching can
     still be measured; ``ready["subscriptions_only"]`` is then that load's time.
     """
-    from services.router import Router
+    from services.pipeline.router import Router
 
     bus = await connect_bus(url)
     settle()

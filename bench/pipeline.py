@@ -41,7 +41,7 @@ from nats.js import api
 
 from schemas.events import new_event
 from services.bus import OUTBOX, Bus, EmbeddedNats, NatsSettings, free_port
-from services.directory import Directory
+from services.directory.records import Directory
 
 FANOUT = 10
 PAYLOAD = b'{"x": "' + b"y" * 280 + b'"}'
@@ -84,8 +84,8 @@ async def raw_baseline(bus: Bus, n: int) -> float:
 
 async def same_nats_work(bus: Bus, n: int, outbox_bytes: int) -> float:
     """Deliveries/s of a bare loop doing the hub's NATS operations per delivery."""
-    from services.acks import publisher
-    from services.markers import KeyLookup
+    from services.bus.acks import publisher
+    from services.bus.markers import KeyLookup
 
     await bus.js.add_stream(
         name="RAWJOBS",

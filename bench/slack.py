@@ -11,7 +11,7 @@ accepted posts and the number of 429 answers. Against it, in one run:
 * rate limit: a second fake enforces ``1 msg/s`` per channel (Slack's limit for
   ``chat.postMessage``) and answers ``429`` with ``Retry-After: 1``. ``--burst`` messages
   per channel for ``--channels`` channels are handed to the hub at once, each retried
-  the way ``services/deliver.py`` does after a ``TransientDeliveryError`` (a NATS
+  the way ``services/pipeline/deliver.py`` does after a ``TransientDeliveryError`` (a NATS
   ``nak(delay)`` of ``RetryPolicy.delay(attempt, retry_after)``, simulated in-process).
   The fake's record shows how many 429s the hub provoked and the rate each channel was
   delivered at.
@@ -184,7 +184,7 @@ async def hub_under_limit(port: int, items: list[Any], budget: float) -> dict[st
     """Hand every item to the hub at once; retry transient failures like deliver.py does."""
     from notifiers.base import TransientDeliveryError
     from notifiers.slack import SlackNotifier
-    from services.deliver import RetryPolicy
+    from services.pipeline.deliver import RetryPolicy
 
     policy = RetryPolicy()  # the hub's defaults: base 2 s, cap 900 s, 8 attempts
     out: dict[str, Any] = {"transient": 0, "delivered": 0, "gave_up": 0, "attempts": 0}

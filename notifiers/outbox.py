@@ -66,7 +66,7 @@ class OutboxNotifier(NotifierBase):
         self._links = links
         self._sender = sender
         self.publish: Publish = self._js_publish
-        """How a record is stored; the hub sets its pipelined publisher (services.acks)."""
+        """How a record is stored; the hub sets its pipelined publisher (services.bus.acks)."""
 
     async def _js_publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
         await self._js.publish(subject, payload, headers=headers)

@@ -7,7 +7,9 @@ Hierarchy::
     │   ├── InvalidSubjectError  a subject, token or pattern that breaks the NATS rules
     │   └── InvalidFieldsError   fields that broke a schema, one problem per field
     ├── NotFoundError            a recipient, subscription or event that does not exist
-    ├── BusUnavailableError      no NATS server to talk to (hub not running, wrong URL)
+    ├── ConflictError            changed meanwhile by someone else (a compare-and-set lost)
+    ├── BusUnavailableError      no NATS server to talk to (hub not running, wrong URL),
+    │                            or it stopped answering mid-command
     └── DeliveryError            raised by notifiers (see ``notifiers.base``)
         ├── TransientDeliveryError   retry later with backoff
         └── PermanentDeliveryError   no retry: dead letter
@@ -64,6 +66,10 @@ class InvalidFieldsError(InvalidInputError):
 
 class NotFoundError(ImpactbusError, LookupError):
     """A recipient, subscription or event that does not exist."""
+
+
+class ConflictError(ImpactbusError):
+    """A record changed meanwhile: a compare-and-set (expected revision) lost."""
 
 
 class BusUnavailableError(ImpactbusError):

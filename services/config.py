@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.directory import TimeZone
 from schemas.errors import InvalidInputError
-from services.failures import RetryPolicy
+from services.bus.failures import RetryPolicy
 
 
 class HubSettings(BaseSettings):

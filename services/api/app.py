@@ -1,6 +1,6 @@
 """The HTTP API app and the ``api`` service that serves it.
 
-:func:`create_app` builds a FastAPI app around the process's :class:`~services.hub.Runtime`
+:func:`create_app` builds a FastAPI app around the process's :class:`~services.runtime.hub.Runtime`
 (plain FastAPI, our own NATS connection: faststream 0.7's FastAPI integration warns that
 it moved, and the API needs no broker subscriptions). Its lifespan opens the directory
 and starts the token mirror. :func:`run_api` serves it with uvicorn until ``rt.stop`` is
@@ -33,11 +33,11 @@ from schemas.errors import ImpactbusError
 from schemas.events import Event
 from services.api import directory, docs_ui, events, feeds, health, problems
 from services.api.metrics import ApiMetrics, MetricsMiddleware
+from services.api.probes import HubCollector
+from services.api.probes import Runtime as ServiceRuntime
 from services.api.state import ApiSettings, ApiState
 from services.bus import Bus
 from services.config import HubSettings
-from services.health import HubCollector
-from services.health import Runtime as ServiceRuntime
 
 log = logging.getLogger("impactbus.api")
 
@@ -60,7 +60,7 @@ GRACEFUL_S: Final = 10
 
 
 class Runtime(Protocol):
-    """What the API needs of :class:`services.hub.Runtime` (without importing the hub)."""
+    """What the API needs of :class:`services.runtime.hub.Runtime` (without importing the hub)."""
 
     @property
     def bus(self) -> Bus: ...

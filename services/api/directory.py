@@ -1,8 +1,8 @@
-"""Recipients and subscriptions over HTTP, through :class:`services.directory.Directory`.
+"""Recipients and subscriptions over HTTP, through :class:`services.directory.records.Directory`.
 
 The same code paths as the CLI, so the same rules hold (derived subscription ids, a
 contact required on the channel, deleting a recipient deletes their subscriptions). On
-top, the token's role decides (see :mod:`services.access`): backbone tokens add and remove
+top, the token's role decides (see :mod:`services.directory.access`): backbone tokens add and remove
 subscriptions on their initiatives, and change or delete a recipient only when everything
 that recipient follows is on their initiatives; a partner manages its own recipient,
 subscribes it to its initiatives and may drop any of its subscriptions.
@@ -23,17 +23,17 @@ from schemas.events import describe
 from schemas.subjects import validate_pattern
 from schemas.targets import Channel
 from schemas.text import Token
-from services.access import (
+from services.api.problems import responses
+from services.api.state import ApiState, Caller, State, read_json
+from services.directory.access import (
     recipient_change,
     recipient_deletion,
     recipient_reading,
     subscription_added,
     subscription_removed,
 )
-from services.api.problems import responses
-from services.api.state import ApiState, Caller, State, read_json
-from services.auth import Principal
-from services.directory import UnreadableRecordError
+from services.directory.auth import Principal
+from services.directory.records import UnreadableRecordError
 
 Force = Annotated[
     bool,

@@ -19,7 +19,7 @@ duplicate window; ``duplicate: true`` says a retry found the event already store
 A batch answers ``202`` when every event was stored, else ``207 Multi-Status``; either way
 ``results[i]`` tells what became of event *i* (``202`` stored, ``422`` invalid, ``403``
 not allowed for this token). Invalid or forbidden events are never published; the valid
-ones go out pipelined in one :func:`~services.publish.publish_events` call.
+ones go out pipelined in one :func:`~services.pipeline.ingest.publish_events` call.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from services.api import docs
 from services.api.idempotency import IdempotencyKeyReusedError, Route, claim
 from services.api.problems import responses
 from services.api.state import ApiState, api_state, authorized, read_json
-from services.auth import PermissionDeniedError, Principal
-from services.publish import publish_event, publish_events
+from services.directory.auth import PermissionDeniedError, Principal
+from services.pipeline.ingest import publish_event, publish_events
 
 router = APIRouter(tags=["events"])
 

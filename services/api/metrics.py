@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from schemas.events import Event
 
 if TYPE_CHECKING:
-    from services.health import HubCollector
+    from services.api.probes import HubCollector
 
 
 class ApiMetrics:

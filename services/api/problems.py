@@ -32,9 +32,9 @@ from services.api.state import (
     MalformedRequestError,
     UnsupportedMediaTypeError,
 )
-from services.auth import AuthenticationError, PermissionDeniedError
-from services.directory import UnreadableRecordError
-from services.ratelimit import RateLimitedError
+from services.directory.auth import AuthenticationError, PermissionDeniedError
+from services.directory.ratelimit import RateLimitedError
+from services.directory.records import UnreadableRecordError
 
 log = logging.getLogger("impactbus.api")
 

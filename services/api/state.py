@@ -1,7 +1,7 @@
 """What the API's handlers share, and the dependencies that hand it to them.
 
 :class:`ApiState` is built once per app in its lifespan and kept on ``app.state.api``;
-handlers get it (and the caller's :class:`~services.auth.Principal`) through FastAPI
+handlers get it (and the caller's :class:`~services.directory.auth.Principal`) through FastAPI
 dependencies, never from module globals.
 
 Errors (both :class:`~schemas.errors.InvalidInputError`)::
@@ -24,10 +24,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import InvalidInputError
 from services.api.metrics import ApiMetrics
-from services.auth import Authenticator, Principal
 from services.bus import KV_IDEMPOTENCY, Bus
-from services.directory import Directory
-from services.ratelimit import RateLimiter
+from services.directory.auth import Authenticator, Principal
+from services.directory.ratelimit import RateLimiter
+from services.directory.records import Directory
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB

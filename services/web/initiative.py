@@ -3,7 +3,7 @@
 Both read the initiative's recent events straight from the EVENTS stream (through
 :func:`services.api.feeds.read_feed`, the API's reader). The page shows the metrics with
 progress bars, milestones, meetings and updates as the digest computes them
-(:func:`services.digest_view.build_digest`), then the latest events.
+(:func:`services.digest.view.build_digest`), then the latest events.
 
 Feeds are Atom 1.0 (RFC 4287): ``/feeds/<initiative>.atom`` and
 ``/feeds/<initiative>/<kind>.atom``, newest first, each entry's content the event as HTML
@@ -27,7 +27,7 @@ from schemas.errors import InvalidInputError, NotFoundError
 from schemas.events import Event, parse_event
 from schemas.subjects import EventKind, validate_token
 from services.api.feeds import feed_filter, read_feed
-from services.digest_view import build_digest
+from services.digest.view import build_digest
 from services.web.forms import kind_of
 from services.web.pages import HtmlRoute, login_redirect, page
 from services.web.session import current_session

@@ -29,8 +29,8 @@ from starlette.responses import RedirectResponse, Response
 
 from notifiers.render import environment
 from schemas.errors import BusUnavailableError, ImpactbusError, InvalidInputError, NotFoundError
-from services.auth import AuthenticationError, PermissionDeniedError
-from services.links import LinkError
+from services.directory.auth import AuthenticationError, PermissionDeniedError
+from services.directory.links import LinkError
 
 log = logging.getLogger("impactbus.web")
 

@@ -4,7 +4,7 @@
 (:mod:`services.web.session`). ``/post`` first asks for the initiative (one of the token's)
 and the kind, then shows that kind's form. "Preview" validates and shows the event as
 partners will see it; "Publish" validates again and hands it to
-:func:`services.publish.publish_event`, the same path as the CLI and the HTTP API. Nothing
+:func:`services.pipeline.ingest.publish_event`, the same path as the CLI and the HTTP API. Nothing
 is published while a field is invalid; each error is shown beside its field.
 
 The event id is fixed when the form is first shown and travels with it, so a form sent
@@ -23,9 +23,9 @@ from starlette.responses import Response
 from ulid import ULID
 
 from schemas.subjects import EventKind
-from services.auth import AuthenticationError, Principal
-from services.publish import publish_event
-from services.ratelimit import RateLimitedError
+from services.directory.auth import AuthenticationError, Principal
+from services.directory.ratelimit import RateLimitedError
+from services.pipeline.ingest import publish_event
 from services.web.forms import KIND_FIELDS, event_from_form, kind_of, read_form
 from services.web.pages import HtmlRoute, login_redirect, page, see_other
 from services.web.preferences import TIMEZONES

@@ -1,7 +1,7 @@
 """The preference centre (``/preferences/<token>``) and one-click unsubscribe.
 
-Both are reached from a message's personal, signed links (:mod:`services.links`); every
-change goes through :class:`services.directory.Directory`.
+Both are reached from a message's personal, signed links (:mod:`services.directory.links`); every
+change goes through :class:`services.directory.records.Directory`.
 
 One-click unsubscribe follows RFC 8058: ``POST /unsubscribe/<token>`` (what a mail
 provider sends for ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``) unsubscribes at
@@ -26,7 +26,12 @@ from notifiers.email import zone
 from schemas.directory import FIXED_OFFSET_ZONES, Recipient, Subscription, version_of
 from schemas.errors import NotFoundError
 from schemas.targets import CHANNELS, Channel
-from services.links import RecipientGoneError, UnsubscribeClaim, check_owner, check_version
+from services.directory.links import (
+    RecipientGoneError,
+    UnsubscribeClaim,
+    check_owner,
+    check_version,
+)
 from services.web.forms import field_errors, read_form
 from services.web.pages import HtmlRoute, page, see_other
 from services.web.session import check_csrf, check_origin

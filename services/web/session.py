@@ -1,7 +1,7 @@
 """Signing in to the web form with an API token, and the CSRF checks of every form.
 
 A backbone (or admin) user pastes their API token once; the hub checks it with
-:class:`services.auth.Authenticator` and sets a session cookie: ``HttpOnly``,
+:class:`services.directory.auth.Authenticator` and sets a session cookie: ``HttpOnly``,
 ``SameSite=Lax``, ``Secure`` over HTTPS, signed (salt ``impactbus.session``) and carrying
 only the token's *id* and a random CSRF value, never the secret. Each request looks the
 token record up again, so a revoked token signs its sessions out at once.
@@ -24,9 +24,9 @@ import nats.errors
 from fastapi import Request
 from starlette.responses import Response
 
-from services.auth import PermissionDeniedError, Principal, TokenRecord
 from services.bus import KV_TOKENS
-from services.links import LinkError
+from services.directory.auth import PermissionDeniedError, Principal, TokenRecord
+from services.directory.links import LinkError
 from services.web.state import WebState
 
 COOKIE: Final = "impactbus_session"

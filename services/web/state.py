@@ -26,11 +26,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.events import Event, parse_event
 from schemas.subjects import EVENT_KINDS, event_subject
 from services.api.state import api_state
-from services.auth import Authenticator
 from services.bus import EVENTS, Bus
 from services.config import HubSettings
-from services.directory import Directory
-from services.links import LinkSigner
+from services.directory.auth import Authenticator
+from services.directory.links import LinkSigner
+from services.directory.records import Directory
 from services.web.throttle import LoginThrottle
 from services.web.words import EventHelpers, initiative_name, topic_label
 

@@ -1,7 +1,7 @@
 """Throttling sign-in: wrong tokens cost the address and the token id they were tried on.
 
 ``POST /login`` checks a pasted API token. Each *failed* sign-in takes one token from two
-buckets (:class:`services.ratelimit.RateLimiter`): the client address's and, when the
+buckets (:class:`services.directory.ratelimit.RateLimiter`): the client address's and, when the
 pasted value has the ``ib_<id>_<secret>`` form, that token id's. Successful sign-ins cost
 nothing.
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from services.auth import AuthenticationError, split_token
-from services.ratelimit import RateLimitedError, RateLimiter
+from services.directory.auth import AuthenticationError, split_token
+from services.directory.ratelimit import RateLimitedError, RateLimiter
 
 
 class LoginThrottle:

@@ -17,16 +17,16 @@ import httpx
 import pytest
 
 from services.api import ApiSettings, run_api
-from services.auth import create_token
 from services.bus import EVENTS, Bus, free_port
 from services.config import HubSettings
+from services.directory.auth import create_token
 
 START_TIMEOUT_S = 10.0
 
 
 @dataclass
 class ApiRuntime:
-    """The part of services.hub.Runtime the API uses."""
+    """The part of services.runtime.hub.Runtime the API uses."""
 
     bus: Bus
     hub: HubSettings

@@ -12,15 +12,15 @@ from typing import Final
 import pytest
 
 from schemas.directory import Subscription
-from services.access import (
+from services.directory.access import (
     Decision,
     recipient_change,
     recipient_deletion,
     subscription_added,
     subscription_removed,
 )
-from services.auth import Principal
-from services.directory import Directory
+from services.directory.auth import Principal
+from services.directory.records import Directory
 from tests.api.conftest import Api, bearer
 
 A: Final = "somerville"

@@ -8,7 +8,9 @@ import time
 import pytest
 
 from schemas.errors import InvalidInputError, InvalidSubjectError, NotFoundError
-from services.auth import (
+from services.bus import KV_TOKENS, Bus, NatsSettings
+from services.bus.watch import KvMirror
+from services.directory.auth import (
     AuthenticationError,
     Authenticator,
     Principal,
@@ -18,9 +20,7 @@ from services.auth import (
     revoke_token,
     split_token,
 )
-from services.bus import KV_TOKENS, Bus, NatsSettings
-from services.ratelimit import RateLimitedError, RateLimiter
-from services.watch import KvMirror
+from services.directory.ratelimit import RateLimitedError, RateLimiter
 from tests.api.conftest import Api, ApiFactory, bearer
 
 BACKBONE = Principal("b", "backbone", frozenset({"somerville"}))

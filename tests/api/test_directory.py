@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.directory import Directory
+from services.directory.records import Directory
 from tests.api.conftest import Api, bearer
 
 MARIA = {"email": "maria@example.org", "name": "Maria Lopez", "timezone": "America/New_York"}

@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 
 from schemas.events import new_event
 from services.bus import EmbeddedNats
-from services.cli_admin import schema, tokens_app
-from services.schema_export import asyncapi_document, json_schemas, kind_event_model
+from services.bus.asyncapi import asyncapi_document, json_schemas, kind_event_model
+from services.cli.admin import schema, tokens_app
 
 
 def cli() -> typer.Typer:
-    """The admin commands on an app of their own (services.cli registers the same)."""
+    """The admin commands on an app of their own (services.cli.app registers the same)."""
     app = typer.Typer()
     app.add_typer(tokens_app, name="tokens")
     app.command()(schema)

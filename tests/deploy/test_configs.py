@@ -35,7 +35,7 @@ from tests.deploy.nats_layout import (
     server_name,
 )
 
-#: what `impactbus run` accepts (services.hub.SERVICES; checked below)
+#: what `impactbus run` accepts (services.runtime.hub.SERVICES; checked below)
 SERVICES = ("api", "router", "email", "slack", "webhook", "digest")
 CONFS = sorted(NATS_DIR.rglob("*.conf"))
 YAMLS = sorted(p for p in DEPLOY.rglob("*") if p.suffix in {".yaml", ".yml"})
@@ -60,7 +60,7 @@ def _nats_minor() -> str:
 
 
 def test_deploy_knows_every_service() -> None:
-    from services.hub import SERVICES as RUNNABLE  # imported here: the hub is a big import
+    from services.runtime.hub import SERVICES as RUNNABLE  # imported here: the hub is a big import
 
     assert set(RUNNABLE) == set(SERVICES)
 

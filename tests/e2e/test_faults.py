@@ -28,8 +28,8 @@ from schemas.directory import Recipient
 from schemas.events import Event, new_event
 from schemas.targets import Channel
 from services.bus import DEAD, DELIVERIES, EVENTS, Bus, EmbeddedNats, NatsSettings
-from services.directory import Directory
-from services.publish import publish_events
+from services.directory.records import Directory
+from services.pipeline.ingest import publish_events
 from tests.e2e.conftest import Hub
 from tests.fakes.smtp import SmtpSink
 from tests.fakes.webhook import WebhookSink

@@ -10,7 +10,7 @@ import pytest
 
 from schemas.events import new_event
 from services.bus import Bus, EmbeddedNats
-from services.publish import publish_events
+from services.pipeline.ingest import publish_events
 from tests.e2e.conftest import Hub
 from tests.fakes.smtp import SmtpSink
 

@@ -29,8 +29,8 @@ from schemas.errors import InvalidInputError
 from schemas.events import Event, parse_event
 from schemas.targets import EmailTarget, SlackTarget, WebhookTarget
 from schemas.text import BIDI_CONTROLS
-from services.digest_slack import digest_blocks, fallback_text
-from services.digest_view import build_digest, render_digest_email
+from services.digest.slack import digest_blocks, fallback_text
+from services.digest.view import build_digest, render_digest_email
 from services.web.initiative import render_feed, render_page
 from services.web.words import EventHelpers
 

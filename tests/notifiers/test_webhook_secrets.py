@@ -23,7 +23,7 @@ from schemas.errors import InvalidInputError, NotFoundError
 from schemas.events import new_event
 from schemas.targets import WebhookTarget
 from services.bus import Bus
-from services.directory import Directory
+from services.directory.records import Directory
 from tests.fakes.webhook import WebhookSink
 
 TARGET = "webhook:https://crm.example.org/hook"

@@ -7,9 +7,9 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from services.acks import Ack, ack_mux, publish_acked
 from services.bus import EVENTS, Bus, EmbeddedNats
-from services.natsclient import Client as DirectClient
+from services.bus.acks import Ack, ack_mux, publish_acked
+from services.bus.natsclient import Client as DirectClient
 
 
 async def test_each_publish_gets_its_own_acknowledgement_in_order(bus: Bus) -> None:
@@ -91,7 +91,7 @@ async def test_a_plain_nats_py_connection_is_refused_with_a_clear_error(
     plain = await nats.connect(nats_server.url)
     try:
         assert not isinstance(plain, DirectClient)
-        with pytest.raises(TypeError, match=r"services\.natsclient\.Client"):
+        with pytest.raises(TypeError, match=r"services\.bus\.natsclient\.Client"):
             await ack_mux(plain).publish("impact.acks.update.plain", b"{}")
     finally:
         await plain.close()

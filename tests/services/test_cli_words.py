@@ -6,7 +6,7 @@ import pytest
 
 from schemas.errors import FieldProblem
 from schemas.events import new_event
-from services.cli_words import (
+from services.cli.words import (
     POST_FLAGS,
     RECIPIENT_FLAGS,
     FlagMap,
@@ -14,7 +14,7 @@ from services.cli_words import (
     flag_for,
     plain_words,
 )
-from services.directory import _new_recipient
+from services.directory.records import _new_recipient
 
 WORDS = [
     ("date_from_datetime_parsing", {}, None, "expected a date like 2027-01-31"),

@@ -27,11 +27,11 @@ from schemas.events import new_event
 from schemas.subjects import delivery_subject
 from schemas.targets import EmailTarget, SlackTarget, WebhookTarget
 from services.bus import DELIVERIES, KV_SENT, Bus
-from services.consumer import run_each
-from services.deadletters import DeadLetter, list_dead
-from services.deliver import DeliveryWorker, RetryPolicy
-from services.deliverylog import event_log
-from services.directory import Directory
+from services.bus.consumer import run_each
+from services.directory.records import Directory
+from services.pipeline.deadletters import DeadLetter, list_dead
+from services.pipeline.deliver import DeliveryWorker, RetryPolicy
+from services.pipeline.deliverylog import event_log
 from tests.fakes.slack import SlackFake
 from tests.fakes.smtp import SmtpSink
 from tests.fakes.webhook import WebhookSink

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from services.deadletters import dead_filter, parse_dead_letter
-from services.deliverylog import render, summarise
+from services.pipeline.deadletters import dead_filter, parse_dead_letter
+from services.pipeline.deliverylog import render, summarise
 
 T0 = "2026-10-02T09:30:00.000000+00:00"
 

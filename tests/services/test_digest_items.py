@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.events import new_event
-from services.digest import read_item
-from services.itemstore import digest_item, split_digest_item
+from services.bus.itemstore import digest_item, split_digest_item
+from services.digest.service import read_item
 
 TRICKY = 'He said ,"recipient":"mallory" and {"event": 1}, then \\" left'
 

@@ -21,7 +21,7 @@ import pytest
 from notifiers.render import environment
 from schemas.directory import Recipient
 from schemas.events import new_event
-from services.digest_view import (
+from services.digest.view import (
     ActionItemView,
     MeetingView,
     MetricView,

@@ -10,12 +10,12 @@ import pytest
 
 from schemas.events import new_event
 from schemas.subjects import digest_subject
-from services.acks import AckMux
 from services.bus import DELIVERIES, DIGESTS, Bus
-from services.digest import DigestService
-from services.directory import Directory
-from services.publish import publish_events
-from services.router import Router
+from services.bus.acks import AckMux
+from services.digest.service import DigestService
+from services.directory.records import Directory
+from services.pipeline.ingest import publish_events
+from services.pipeline.router import Router
 
 AT = datetime(2026, 11, 20, 13, 0, tzinfo=UTC)  # 08:00 in New York
 
@@ -253,8 +253,8 @@ async def test_schedule_is_a_server_side_cron_in_the_recipients_zone(bus: Bus) -
 
 def test_a_slack_digest_is_block_kit_with_its_fallback_and_no_email_render() -> None:
     from schemas.directory import Recipient
-    from services.digest_slack import fallback_text
-    from services.itemstore import StoredMsg, digest_item
+    from services.bus.itemstore import StoredMsg, digest_item
+    from services.digest.slack import fallback_text
 
     reader = Recipient(id="ana", email="ana@ngo.example", slack_channel="#ana", name="Ana")
     event = new_event("update", "somerville", "news", {"title": "Hall <booked>"})

@@ -12,8 +12,8 @@ import pytest
 from schemas.directory import Recipient
 from schemas.errors import InvalidInputError
 from schemas.events import Event, new_event
-from services.digest_slack import MAX_BLOCKS, MAX_SECTION_CHARS, digest_blocks, escape
-from services.digest_view import (
+from services.digest.slack import MAX_BLOCKS, MAX_SECTION_CHARS, digest_blocks, escape
+from services.digest.view import (
     DigestView,
     MetricView,
     build_digest,

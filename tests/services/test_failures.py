@@ -26,15 +26,15 @@ from schemas.events import Event, new_event
 from schemas.subjects import delivery_subject, tick_subject
 from schemas.targets import EmailTarget
 from services.bus import DEAD, DELIVERIES, DIGEST_CONSUMER, EVENTS, ROUTER_CONSUMER, SCHEDULES, Bus
-from services.consumer import ConsumerStats, run_batches, run_each
-from services.deadletters import DeadLetter, get_dead, list_dead
-from services.deliver import DeliveryWorker
-from services.digest import DigestService
-from services.digest_view import DigestView, render_digest_email
-from services.directory import Directory
-from services.failures import Failures, RetryPolicy, encode_dead_letter
-from services.publish import publish_events
-from services.router import Router
+from services.bus.consumer import ConsumerStats, run_batches, run_each
+from services.bus.failures import Failures, RetryPolicy, encode_dead_letter
+from services.digest.service import DigestService
+from services.digest.view import DigestView, render_digest_email
+from services.directory.records import Directory
+from services.pipeline.deadletters import DeadLetter, get_dead, list_dead
+from services.pipeline.deliver import DeliveryWorker
+from services.pipeline.ingest import publish_events
+from services.pipeline.router import Router
 from tests.fakes.smtp import SmtpSink
 
 

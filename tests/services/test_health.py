@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from schemas.events import new_event
+from services.api.probes import HealthSettings, run_health
 from services.bus import Bus, free_port
 from services.config import HubSettings
-from services.directory import Directory
-from services.health import HealthSettings, run_health
-from services.hub import Runtime, run_router
-from services.publish import publish_event
+from services.directory.records import Directory
+from services.pipeline.ingest import publish_event
+from services.runtime.hub import Runtime, run_router
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import nats.errors
 import pytest
 
 from services.bus import DIGESTS, Bus
-from services.itemstore import read_subject
+from services.bus.itemstore import read_subject
 
 
 async def _publish(bus: Bus, subject: str, n: int) -> list[int]:

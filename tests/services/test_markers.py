@@ -9,7 +9,7 @@ import nats.errors
 import pytest
 
 from services.bus import KV_SENT, Bus, EmbeddedNats, NatsSettings
-from services.markers import MAX_BATCH, Entry, KeyLookup
+from services.bus.markers import MAX_BATCH, Entry, KeyLookup
 
 
 async def test_present_absent_and_deleted_keys_answer_like_a_get(bus: Bus) -> None:

@@ -5,7 +5,7 @@ import pytest
 
 from schemas.directory import Subscription
 from schemas.subjects import matches
-from services.matching import SubscriptionIndex
+from services.directory.matching import SubscriptionIndex
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from nats.aio.client import Client as NatsClient
 
 from services.bus import Bus
-from services.natsclient import Client, header_value, inline_status, parse_headers
+from services.bus.natsclient import Client, header_value, inline_status, parse_headers
 
 UPSTREAM = NatsClient._parse_header_lines
 OURS = Client._parse_header_lines

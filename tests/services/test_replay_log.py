@@ -15,8 +15,8 @@ from schemas.events import new_event
 from schemas.subjects import dead_subject, delivery_subject, log_subject
 from schemas.targets import EmailTarget
 from services.bus import DELIVERIES, Bus
-from services.deadletters import list_dead, replay
-from services.deliverylog import event_log
+from services.pipeline.deadletters import list_dead, replay
+from services.pipeline.deliverylog import event_log
 
 
 async def test_a_job_sent_the_moment_it_is_replayed_shows_as_sent(bus: Bus) -> None:

@@ -1,4 +1,4 @@
-"""Table tests for the digest schedule maths (services/schedule.py)."""
+"""Table tests for the digest schedule maths (services/digest/schedule.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from schemas.errors import InvalidInputError, InvalidSubjectError
-from services.schedule import (
+from services.digest.schedule import (
     DigestSpec,
     cron_for,
     next_run,

@@ -18,9 +18,9 @@ from schemas.bounds import UNSHOWN
 from schemas.subjects import delivery_subject, digest_subject
 from schemas.targets import EmailTarget
 from services.bus import DIGESTS, Bus
-from services.digest import DigestService
-from services.directory import Directory
-from services.itemstore import digest_item
+from services.bus.itemstore import digest_item
+from services.digest.service import DigestService
+from services.directory.records import Directory
 from tests.fakes.smtp import SmtpSink
 from tests.oldrule import old_event, old_events
 from tests.services.test_deliver import Rig, email_notifier

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.bus import KV_SUBSCRIPTIONS, Bus
-from services.watch import KvMirror, snapshot
+from services.bus.watch import KvMirror, snapshot
 
 KEYS = 300
 ROUNDS = 30

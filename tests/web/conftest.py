@@ -1,6 +1,6 @@
 """Web fixtures: a real hub in the test's event loop, on the test's own nats-server.
 
-``web_hub`` runs :func:`services.hub.serve` with the API (and so the web pages), the
+``web_hub`` runs :func:`services.runtime.hub.serve` with the API (and so the web pages), the
 router and the email and Slack workers. No SMTP relay or Slack token is configured, so
 both channels go to the dev outbox, as on a fresh machine. The data dir is the test's
 temp dir; the secret key is generated there on first use, as in production.
@@ -21,13 +21,13 @@ import pytest
 from notifiers.outbox import read_outbox
 from schemas.directory import Recipient, Subscription
 from schemas.events import Event, new_event
-from services.auth import create_token
 from services.bus import EVENTS, Bus, EmbeddedNats, NatsSettings, free_port
 from services.config import HubSettings
-from services.directory import Directory
-from services.hub import Runtime, serve
-from services.links import LinkSigner
-from services.publish import publish_event
+from services.directory.auth import create_token
+from services.directory.links import LinkSigner
+from services.directory.records import Directory
+from services.pipeline.ingest import publish_event
+from services.runtime.hub import Runtime, serve
 
 START_TIMEOUT_S = 15.0
 

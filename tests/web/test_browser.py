@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from services.bus import DIGESTS
-from services.demo import load_demo
+from services.runtime.demo import load_demo
 from tests.web.conftest import WebHub
 
 CHROMIUM = Path("/usr/bin/chromium")

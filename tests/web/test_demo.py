@@ -10,8 +10,8 @@ import pytest
 from schemas.errors import InvalidInputError
 from schemas.events import MetricUpdate
 from services.bus import EVENTS, Bus
-from services.demo import STORY, load_demo, read_story, resolve_time, story_events
-from services.directory import Directory
+from services.directory.records import Directory
+from services.runtime.demo import STORY, load_demo, read_story, resolve_time, story_events
 
 NOW = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ from schemas.delivery import Delivery
 from schemas.events import new_event
 from schemas.targets import EmailTarget
 from services.config import HubSettings
-from services.links import (
+from services.directory.links import (
     ExpiredLinkError,
     ForgedLinkError,
     LinkSigner,

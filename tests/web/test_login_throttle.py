@@ -9,8 +9,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from services.auth import create_token, split_token
-from services.ratelimit import RateLimitedError
+from services.directory.auth import create_token, split_token
+from services.directory.ratelimit import RateLimitedError
 from services.web.throttle import LoginThrottle
 from tests.web.conftest import WebHub
 

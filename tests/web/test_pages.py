@@ -182,9 +182,9 @@ async def test_sign_in_sets_a_safe_cookie_and_refuses_other_tokens(web_hub: WebH
     bad = await web_hub.client.post("/login", data={"token": "ib_0000000000000000_nope"})
     assert bad.status_code == 401
     assert 'id="e-token"' in bad.text
-    _, partner = await __import__("services.auth", fromlist=["create_token"]).create_token(
-        web_hub.bus, "partner", ["somerville"], "maria"
-    )
+    from services.directory.auth import create_token
+
+    _, partner = await create_token(web_hub.bus, "partner", ["somerville"], "maria")
     refused = await web_hub.client.post("/login", data={"token": partner})
     assert refused.status_code == 401
     assert "partner token" in refused.text

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from notifiers.outbox import OutboxEntry
-from services.auth import Principal
+from services.directory.auth import Principal
 from services.web.outbox import visible
 from tests.api.conftest import bearer
 from tests.web.conftest import WebHub

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from schemas.events import new_event
-from services.publish import publish_event
+from services.pipeline.ingest import publish_event
 from tests.web.conftest import WebHub
 
 NEW_YORK = ZoneInfo("America/New_York")

@@ -8,7 +8,7 @@ import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from schemas.errors import NotFoundError
-from services.links import LinkSigner
+from services.directory.links import LinkSigner
 from tests.web.conftest import WebHub
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
