@@ -24,7 +24,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 from email import policy as email_policy
 from email.header import Header
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
@@ -34,7 +34,6 @@ from email.utils import format_datetime, parseaddr
 from functools import lru_cache
 from html import escape
 from typing import ClassVar, Final, Literal, NamedTuple
-from zoneinfo import ZoneInfo
 
 import aiosmtplib
 from markupsafe import Markup
@@ -50,7 +49,7 @@ from notifiers.base import (
     no_links,
 )
 from notifiers.render import render
-from schemas.bounds import UNSHOWN, in_zone, ratio, showable
+from notifiers.text import bar, local_time, metric_progress, number, with_unit, zone
 from schemas.delivery import Delivery, DeliveryResult
 from schemas.events import Event, MeetingNotes, MetricUpdate, Milestone, Update
 from schemas.targets import EmailTarget
@@ -111,64 +110,10 @@ STATUS_LABELS: Final = {
 }
 
 
-def format_number(value: float) -> str:
-    """``1234567.0`` -> ``1,234,567``; ``12.50`` -> ``12.5``; ``0.0042`` -> ``0.0042``.
-
-    An en dash (:data:`~schemas.bounds.UNSHOWN`) for a stored number beyond the bounds of
-    new input (``1e308``): no one reads a 309-digit figure.
-    """
-    if not showable(value):
-        return UNSHOWN
-    if value.is_integer():
-        return f"{int(value):,}"
-    if abs(value) >= 1:
-        return f"{value:,.2f}".rstrip("0").rstrip(".")
-    return f"{value:.2g}"
-
-
-def with_unit(value: float, unit: str | None) -> str:
-    """A number and its unit: ``42%``, ``12.5 kg``."""
-    number = format_number(value)
-    if not unit:
-        return number
-    return f"{number}{unit}" if unit == "%" else f"{number} {unit}"
-
-
-def progress_percent(metric: MetricUpdate) -> int | None:
-    """How far ``value`` has come from ``baseline`` towards ``target``, clamped to 0..100.
-
-    Works for both directions of good (the sign of ``target - baseline`` carries it).
-    ``None`` without both a baseline and a target, when they are equal, or when a stored
-    figure is too large for the share to be a number (``1e308`` from ``-1e308``).
-    """
-    if metric.baseline is None or metric.target is None:
-        return None
-    share = ratio(metric.value - metric.baseline, metric.target - metric.baseline)
-    return None if share is None else max(0, min(100, round(max(-1.0, min(share, 2.0)) * 100)))
-
-
 def paragraphs(text: str) -> list[list[str]]:
     """Paragraphs (split at blank lines), each a list of its lines."""
     blocks = re.split(r"\n(?:[ \t]*\n)+", text.strip())
     return [[line.rstrip() for line in b.split("\n")] for b in blocks if b.strip()]
-
-
-def zone(name: str) -> tzinfo:
-    """The time zone ``name``, or UTC if it is unknown."""
-    try:
-        return ZoneInfo(name)
-    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-        return UTC
-
-
-def format_time(moment: datetime, tz: tzinfo) -> str:
-    """``2026-11-03 14:05 CET``: unambiguous in every locale.
-
-    A stored time at the end of the calendar that has no value in ``tz`` (9999-12-31 in
-    Kiritimati) is shown in UTC, and as an en dash if it has none there either.
-    """
-    local = in_zone(moment, tz) or in_zone(moment, UTC)
-    return UNSHOWN if local is None else local.strftime("%Y-%m-%d %H:%M %Z")
 
 
 def headline(event: Event) -> str:
@@ -188,7 +133,7 @@ def headline(event: Event) -> str:
 def event_context(event: Event, timezone: str) -> dict[str, object]:
     """What the ``email/<kind>.*.j2`` templates see (times in the recipient's zone)."""
     tz = zone(timezone)
-    when: Callable[[datetime], str] = lambda moment: format_time(moment, tz)  # noqa: E731
+    when: Callable[[datetime], str] = lambda moment: local_time(moment, tz)  # noqa: E731
     ctx: dict[str, object] = {
         "event": event,
         "data": event.data,
@@ -200,7 +145,8 @@ def event_context(event: Event, timezone: str) -> dict[str, object]:
         "when": when(event.time),
         "time": when,
         "paras": paragraphs,
-        "number": format_number,
+        "number": number,
+        "bar": bar,
         "status_labels": STATUS_LABELS,
     }
     if isinstance(event.data, MetricUpdate):
@@ -208,7 +154,7 @@ def event_context(event: Event, timezone: str) -> dict[str, object]:
         ctx["value"] = with_unit(m.value, m.unit)
         ctx["baseline"] = None if m.baseline is None else with_unit(m.baseline, m.unit)
         ctx["target"] = None if m.target is None else with_unit(m.target, m.unit)
-        ctx["progress"] = progress_percent(m)
+        ctx["progress"] = metric_progress(m)
     return ctx
 
 

@@ -35,15 +35,8 @@ from notifiers.base import (
     TransientDeliveryError,
     no_links,
 )
-from notifiers.email import (
-    KIND_LABELS,
-    STATUS_LABELS,
-    format_time,
-    headline,
-    progress_percent,
-    with_unit,
-    zone,
-)
+from notifiers.email import KIND_LABELS, STATUS_LABELS, headline
+from notifiers.text import local_time, metric_progress, with_unit, zone
 from schemas.delivery import Delivery, DeliveryResult
 from schemas.events import Event, MeetingNotes, MetricUpdate, Milestone, Update
 from schemas.targets import SlackTarget
@@ -197,7 +190,7 @@ def _kind_blocks(event: Event, timezone: str) -> list[Block]:
                     ),
                 ]
             )
-            if (pct := progress_percent(m)) is not None:
+            if (pct := metric_progress(m)) is not None:
                 bar = "█" * (pct // 10) + "░" * (10 - pct // 10)
                 blocks += _sections(f"{bar}  {pct}% of the way from baseline to target")
             return blocks + _sections(m.note or "")
@@ -206,7 +199,7 @@ def _kind_blocks(event: Event, timezone: str) -> list[Block]:
             fields = _fields([("Status", status), ("Due", m.due.isoformat() if m.due else None)])
             return fields + _sections(m.note or "")
         case MeetingNotes() as m:
-            held = format_time(m.held_at, zone(timezone))
+            held = local_time(m.held_at, zone(timezone))
             blocks = _fields([("Held", held), ("Attendees", ", ".join(m.attendees))])
             blocks += _sections(m.summary, "Summary")
             decisions = "\n".join(f"{i}. {d}" for i, d in enumerate(m.decisions, 1))
@@ -273,7 +266,7 @@ def compose_slack(
         return digest
     event = delivery.event
     title = event.data.indicator if isinstance(event.data, MetricUpdate) else event.data.title
-    when = format_time(event.time, zone(delivery.timezone))
+    when = local_time(event.time, zone(delivery.timezone))
     head: list[Block] = [
         {
             "type": "header",

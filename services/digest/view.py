@@ -16,10 +16,9 @@ from being flagged.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final, Literal, cast
 from zoneinfo import ZoneInfo
@@ -27,7 +26,8 @@ from zoneinfo import ZoneInfo
 from markupsafe import Markup
 
 from notifiers.render import environment, render
-from schemas.bounds import UNSHOWN, in_zone, ratio, showable
+from notifiers.text import bar, change, local_time, progress, with_unit, zone
+from schemas.bounds import ratio
 from schemas.directory import Recipient
 from schemas.errors import InvalidInputError
 from schemas.events import Event, MeetingNotes, MetricUpdate, Milestone
@@ -45,18 +45,6 @@ VIEW_CACHE: Final = 4096
 
 MilestoneStatus = Literal["planned", "reached", "missed", "at-risk"]
 _ATTENTION_ORDER: Final[dict[str, int]] = {"missed": 0, "at-risk": 1, "reached": 2, "planned": 3}
-
-
-def fmt_number(value: float) -> str:
-    """``1234.5`` as ``1,234.5``; at most two decimals, no trailing zeros.
-
-    An en dash for what cannot be shown: a stored number beyond the bounds of new input, or a
-    change between two of them too large to be a number.
-    """
-    if not showable(value):
-        return UNSHOWN
-    text = f"{value:,.2f}".rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
 
 
 @lru_cache(maxsize=4096)
@@ -121,41 +109,34 @@ class MetricView:
 
     @property
     def progress_pct(self) -> int | None:
-        """Progress in whole percent, 100 only when the target is reached."""
-        if self.progress is None:
-            return None
-        pct = math.floor(self.progress * 100 + 1e-9)
-        return 100 if self.target_reached else min(pct, 99)
+        """Progress in whole percent, rounded down, 100 only when the target is reached."""
+        return progress(self.value, self.baseline, self.target, self.direction)
 
     @property
     def bar(self) -> str:
         """A text progress bar such as ``[######----] 60%`` (empty without progress)."""
         pct = self.progress_pct
-        if pct is None:
-            return ""
-        filled = pct * BAR_WIDTH // 100
-        return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {pct}%"
+        return "" if pct is None else f"{bar(pct, BAR_WIDTH)} {pct}%"
 
     @property
     def value_text(self) -> str:
-        """The value with its unit."""
-        return f"{fmt_number(self.value)} {self.unit}" if self.unit else fmt_number(self.value)
+        """The value with its unit: ``17%``, ``12.5 kg``."""
+        return with_unit(self.value, self.unit)
 
     @property
     def change_text(self) -> str:
-        """``+2 (+13.3%) since last digest``, or ``""`` without a previous value."""
+        """``+2 (+13.33%) since last digest``, or ``""`` without a previous value."""
         if self.change is None:
             return ""
-        sign = "+" if self.change > 0 else ""
-        pct = "" if self.change_pct is None else f" ({sign}{fmt_number(self.change_pct)}%)"
-        return f"{sign}{fmt_number(self.change)}{pct} since last digest"
+        pct = "" if self.change_pct is None else f" ({change(self.change_pct, '%')})"
+        return f"{change(self.change, self.unit)}{pct} since last digest"
 
     @property
     def target_text(self) -> str:
         """``baseline 20 → target 15 (lower is better)``, parts present only if known."""
-        parts = [f"baseline {fmt_number(self.baseline)}"] if self.baseline is not None else []
+        parts = [] if self.baseline is None else [f"baseline {with_unit(self.baseline, self.unit)}"]
         if self.target is not None:
-            parts.append(f"target {fmt_number(self.target)}")
+            parts.append(f"target {with_unit(self.target, self.unit)}")
         good = "lower is better" if self.direction == "decrease" else "higher is better"
         return f"{' → '.join(parts)} ({good})" if parts else good
 
@@ -199,7 +180,7 @@ class MeetingView:
     """A meeting's notes, action items sorted overdue first, then by due date.
 
     ``held_at`` orders meetings; ``held_text`` says when the meeting was held in the
-    recipient's time zone ``zone`` (``Mon 23 Nov 2026, 14:00``), in UTC for a stored time
+    recipient's time zone ``zone`` (``23 Nov 2026, 14:00 (Europe/Paris)``), in UTC for a stored time
     at the end of the calendar that has no value there, or an en dash.
     """
 
@@ -263,6 +244,11 @@ class DigestView:
     def is_empty(self) -> bool:
         """Whether there is nothing to show."""
         return not self.initiatives
+
+    @property
+    def generated_text(self) -> str:
+        """When it was made, in the recipient's zone: ``23 Nov 2026, 08:00 (Europe/Paris)``."""
+        return local_time(self.generated_at, zone(self.timezone))
 
 
 def build_digest(
@@ -471,21 +457,13 @@ def _meeting_view(ref: _Same, zone: ZoneInfo, mine: tuple[bool, ...], today: dat
         topic=event.topic,
         title=data.title,
         held_at=data.held_at,
-        held_text=_held_text(data.held_at, zone),
+        held_text=local_time(data.held_at, zone),
         zone=zone.key,
         summary=excerpt(data.summary)[0],
         decisions=tuple(excerpt(d)[0] for d in data.decisions),
         action_items=tuple(sorted(items, key=_action_order)),
         attendees=len(data.attendees),
     )
-
-
-def _held_text(moment: datetime, zone: ZoneInfo) -> str:
-    local = in_zone(moment, zone)
-    if local is not None:
-        return local.strftime("%a %d %b %Y, %H:%M")
-    utc = in_zone(moment, UTC)
-    return UNSHOWN if utc is None else utc.strftime("%a %d %b %Y, %H:%M UTC")
 
 
 @lru_cache(maxsize=VIEW_CACHE)

@@ -24,12 +24,12 @@ from starlette.responses import Response
 from notifiers.email import SmtpSettings
 from notifiers.outbox import OUTBOX_CHANNELS, OutboxEntry, read_outbox
 from notifiers.slack import SlackSettings
+from notifiers.text import local_time
 from services.directory.access import foreign_initiatives
 from services.directory.auth import Principal
 from services.web.pages import CSP_OUTBOX, HtmlRoute, error_page, login_redirect, page
 from services.web.session import current_session
 from services.web.state import Web
-from services.web.times import local_time
 
 router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
 

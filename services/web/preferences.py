@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from notifiers.email import zone
+from notifiers.text import local_time, zone
 from schemas.directory import FIXED_OFFSET_ZONES, Recipient, Subscription, version_of
 from schemas.errors import NotFoundError
 from schemas.targets import CHANNELS, Channel
@@ -36,7 +36,6 @@ from services.web.forms import field_errors, read_form
 from services.web.pages import HtmlRoute, page, see_other
 from services.web.session import check_csrf, check_origin
 from services.web.state import Web, WebState
-from services.web.times import local_time
 from services.web.words import describe_pattern
 
 router = APIRouter(route_class=HtmlRoute, include_in_schema=False)

@@ -12,16 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Final
 
-from notifiers.email import (
-    KIND_LABELS,
-    STATUS_LABELS,
-    headline,
-    paragraphs,
-    progress_percent,
-    with_unit,
-)
+from notifiers.email import KIND_LABELS, STATUS_LABELS, headline, paragraphs
+from notifiers.text import local_time, metric_progress, with_unit
 from schemas.events import Event, MetricUpdate
-from services.web.times import local_time
 
 KIND_PLURALS: Final = {
     "metric": "Metric updates",
@@ -92,7 +85,7 @@ class EventHelpers:
 
     headline: Callable[[Event], str] = headline
     with_unit: Callable[[float, str | None], str] = with_unit
-    progress_percent: Callable[[MetricUpdate], int | None] = progress_percent
+    progress_percent: Callable[[MetricUpdate], int | None] = metric_progress
     paras: Callable[[str], list[list[str]]] = paragraphs
     kind_labels: Mapping[str, str] = field(default_factory=lambda: dict(KIND_LABELS))
     status_labels: Mapping[str, str] = field(default_factory=lambda: dict(STATUS_LABELS))

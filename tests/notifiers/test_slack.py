@@ -60,7 +60,7 @@ async def test_message_with_blocks_is_posted(
     texts = " ".join(mrkdwn_texts(posted.blocks))
     assert "42.5%" in texts
     assert "2026-10" in texts
-    assert "42% of the way" in texts
+    assert "41% of the way" in texts
     assert "<https://hub.example.org/u/tok|Unsubscribe>" in texts
     assert "link_names" not in posted.body
     assert posted.text == "[somerville] Children active 60 minutes a day: 42.5% (2026-10)"
