@@ -3,52 +3,83 @@
 Email and Slack fall back to the dev outbox when they are not configured, so the hub
 works on embedded defaults and shows what it would have sent. Adding a channel is one
 entry in :data:`FACTORIES`.
+
+Notifiers know no bus and read no environment here: the caller (the hub's process edge)
+hands over the settings it read once and the collaborators that reach the bus, a
+:data:`~notifiers.outbox.Publish` for the outbox and a
+:class:`~notifiers.webhook.SecretStore` for webhook signatures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
-
-from nats.js import JetStreamContext
 
 from notifiers.base import LinkMaker, Notifier
 from notifiers.email import EmailNotifier, SmtpSettings
-from notifiers.outbox import OutboxNotifier
+from notifiers.outbox import OutboxNotifier, Publish
 from notifiers.slack import SlackNotifier, SlackSettings
-from notifiers.webhook import WebhookNotifier, WebhookSettings
-from notifiers.webhook_secrets import KvSecretStore
+from notifiers.webhook import SecretStore, WebhookNotifier, WebhookSettings
+from notifiers.webhook_secrets import SecretStoreSettings
 from schemas.errors import InvalidInputError
 
 
-def _email(js: JetStreamContext, links: LinkMaker) -> Notifier:
-    smtp = SmtpSettings()
-    if smtp.configured:
-        return EmailNotifier(smtp, links)
-    return OutboxNotifier(js, "email", links, smtp.from_address)
+@dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    """The settings of every channel, read once where the process starts."""
+
+    smtp: SmtpSettings
+    slack: SlackSettings
+    webhook: WebhookSettings
+    webhook_secrets: SecretStoreSettings
 
 
-def _slack(js: JetStreamContext, links: LinkMaker) -> Notifier:
-    slack = SlackSettings()
-    if slack.configured:
-        return SlackNotifier(slack, links)
-    return OutboxNotifier(js, "slack", links, SmtpSettings().from_address)
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    """What notifiers are handed to reach the bus.
+
+    Attributes:
+        links: builds each recipient's links.
+        publish: stores an outbox record (``services.bus.outbox.outbox_publisher``).
+        secrets: the webhook signing secrets (``services.bus.webhook_secrets``).
+    """
+
+    links: LinkMaker
+    publish: Publish
+    secrets: SecretStore
 
 
-def _webhook(js: JetStreamContext, links: LinkMaker) -> Notifier:
-    settings = WebhookSettings()
-    return WebhookNotifier(settings, secrets=KvSecretStore(js, settings))
+def _email(settings: ChannelSettings, using: Collaborators) -> Notifier:
+    if settings.smtp.configured:
+        return EmailNotifier(settings.smtp, using.links)
+    return OutboxNotifier(using.publish, "email", using.links, settings.smtp.from_address)
 
 
-FACTORIES: Final[dict[str, Callable[[JetStreamContext, LinkMaker], Notifier]]] = {
+def _slack(settings: ChannelSettings, using: Collaborators) -> Notifier:
+    if settings.slack.configured:
+        return SlackNotifier(settings.slack, using.links)
+    return OutboxNotifier(using.publish, "slack", using.links, settings.smtp.from_address)
+
+
+def _webhook(settings: ChannelSettings, using: Collaborators) -> Notifier:
+    return WebhookNotifier(settings.webhook, secrets=using.secrets)
+
+
+FACTORIES: Final[dict[str, Callable[[ChannelSettings, Collaborators], Notifier]]] = {
     "email": _email,
     "slack": _slack,
     "webhook": _webhook,
 }
 
 
-def build_notifier(channel: str, js: JetStreamContext, *, links: LinkMaker) -> Notifier:
-    """The notifier of one channel, configured from the environment.
+def build_notifier(channel: str, settings: ChannelSettings, using: Collaborators) -> Notifier:
+    """The notifier of one channel.
+
+    Args:
+        channel: a key of :data:`FACTORIES`.
+        settings: every channel's settings.
+        using: the links, outbox publisher and secret store to hand over.
 
     Raises:
         InvalidInputError: unknown channel.
@@ -57,9 +88,9 @@ def build_notifier(channel: str, js: JetStreamContext, *, links: LinkMaker) -> N
         factory = FACTORIES[channel]
     except KeyError:
         raise InvalidInputError(f"unknown channel {channel!r}") from None
-    return factory(js, links)
+    return factory(settings, using)
 
 
-def build_notifiers(js: JetStreamContext, *, links: LinkMaker) -> dict[str, Notifier]:
+def build_notifiers(settings: ChannelSettings, using: Collaborators) -> dict[str, Notifier]:
     """One notifier per channel; the caller closes each with ``aclose()``."""
-    return {channel: build_notifier(channel, js, links=links) for channel in FACTORIES}
+    return {channel: build_notifier(channel, settings, using) for channel in FACTORIES}

@@ -10,6 +10,8 @@ Hierarchy::
     ├── ConflictError            changed meanwhile by someone else (a compare-and-set lost)
     ├── BusUnavailableError      no NATS server to talk to (hub not running, wrong URL),
     │                            or it stopped answering mid-command
+    │   └── TopologyMismatchError  a stream on the server differs from the declared one
+    │                              in a way NATS cannot change in place
     └── DeliveryError            raised by notifiers (see ``notifiers.base``)
         ├── TransientDeliveryError   retry later with backoff
         └── PermanentDeliveryError   no retry: dead letter
@@ -74,3 +76,12 @@ class ConflictError(ImpactbusError):
 
 class BusUnavailableError(ImpactbusError):
     """No NATS server can be reached."""
+
+
+class TopologyMismatchError(BusUnavailableError):
+    """An existing stream differs from the hub's declaration and NATS refuses the update.
+
+    The hub cannot use the bus as it is (a work queue that keeps everything, or the
+    other way round), so it refuses to start; the message names the stream, what
+    differs and how to fix it.
+    """

@@ -13,6 +13,11 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from notifiers.email import SmtpSettings
+from notifiers.registry import ChannelSettings
+from notifiers.slack import SlackSettings
+from notifiers.webhook import WebhookSettings
+from notifiers.webhook_secrets import SecretStoreSettings
 from schemas.directory import TimeZone
 from schemas.errors import InvalidInputError
 from services.bus.failures import RetryPolicy
@@ -64,6 +69,12 @@ class HubSettings(BaseSettings):
         return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
 
 
+_PREFIXES: dict[str, str] = {
+    cls.__name__: str(cls.model_config.get("env_prefix", ""))
+    for cls in (HubSettings, SmtpSettings, SlackSettings, WebhookSettings, SecretStoreSettings)
+}
+
+
 def load_hub_settings() -> HubSettings:
     """:class:`HubSettings` from the environment, with plain words when one is wrong.
 
@@ -73,9 +84,31 @@ def load_hub_settings() -> HubSettings:
     try:
         return HubSettings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"IMPACTBUS_{'_'.join(str(p) for p in err['loc']).upper()}: "
-            f"{err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
+        raise InvalidInputError(_problems(exc)) from None
+
+
+def _problems(exc: ValidationError) -> str:
+    # the prefix of the class that failed: IMPACTBUS_, IMPACTBUS_SMTP_...
+    prefix = _PREFIXES.get(exc.title, "IMPACTBUS_")
+    return "; ".join(
+        f"{prefix}{'_'.join(str(p) for p in err['loc']).upper()}: "
+        f"{err['msg'].removeprefix('Value error, ')}"
+        for err in exc.errors()
+    )
+
+
+def load_channel_settings() -> ChannelSettings:
+    """Every channel's settings from the environment, read once at the process edge.
+
+    Raises:
+        InvalidInputError: a variable has a value the hub cannot use; the message names it.
+    """
+    try:
+        return ChannelSettings(
+            smtp=SmtpSettings(),
+            slack=SlackSettings(),
+            webhook=WebhookSettings(),
+            webhook_secrets=SecretStoreSettings(),
         )
-        raise InvalidInputError(problems) from None
+    except ValidationError as exc:
+        raise InvalidInputError(_problems(exc)) from None

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import enum
 import logging
+from typing import Final
 
 import nats
 import nats.errors
@@ -18,7 +21,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from schemas.errors import BusUnavailableError
+from schemas.errors import BusUnavailableError, TopologyMismatchError
 from schemas.subjects import delivery_filter
 from schemas.targets import CHANNELS
 from services.bus import natsclient
@@ -37,6 +40,7 @@ from services.bus.names import (
     KV_SUBSCRIPTIONS,
     KV_THREADS,
     KV_TOKENS,
+    KV_WEBHOOK_SECRETS,
     OUTBOX,
     ROUTER_CONSUMER,
     SCHEDULES,
@@ -150,8 +154,8 @@ class Bus:
                 max_bytes=s.events_max_bytes,
                 duplicate_window=s.duplicate_window_s,
                 num_replicas=r,
-                max_msg_size=1 * MiB,
                 storage=api.StorageType.FILE,
+                max_msg_size=1 * MiB,
                 description="initiative events: history, feeds, replay",
             ),
             api.StreamConfig(
@@ -160,6 +164,7 @@ class Bus:
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 duplicate_window=s.duplicate_window_s,
                 num_replicas=r,
+                storage=api.StorageType.FILE,
                 max_msg_size=4 * MiB,
                 description="one job per (event, target, channel)",
             ),
@@ -170,6 +175,7 @@ class Bus:
                 max_age=90 * day,
                 duplicate_window=s.duplicate_window_s,
                 num_replicas=r,
+                storage=api.StorageType.FILE,
                 allow_direct=True,
                 description="items waiting for a recipient's next digest",
             ),
@@ -179,6 +185,7 @@ class Bus:
                 retention=api.RetentionPolicy.LIMITS,
                 max_age=7 * day,
                 num_replicas=r,
+                storage=api.StorageType.FILE,
                 allow_msg_schedules=True,
                 allow_msg_ttl=True,
                 description="server-side digest schedules and the ticks they fire",
@@ -189,6 +196,7 @@ class Bus:
                 retention=api.RetentionPolicy.LIMITS,
                 max_age=30 * day,
                 num_replicas=r,
+                storage=api.StorageType.FILE,
                 description="dead letters",
             ),
             api.StreamConfig(
@@ -197,6 +205,7 @@ class Bus:
                 retention=api.RetentionPolicy.LIMITS,
                 max_age=30 * day,
                 num_replicas=r,
+                storage=api.StorageType.FILE,
                 description="per-event delivery status",
             ),
             api.StreamConfig(
@@ -206,6 +215,7 @@ class Bus:
                 max_msgs=10_000,
                 max_age=30 * day,
                 num_replicas=r,
+                storage=api.StorageType.FILE,
                 description="dev outbox: what would have been sent",
             ),
         ]
@@ -220,19 +230,24 @@ class Bus:
             for cfg in self.stream_configs():
                 await self._ensure_stream(cfg)
             r = self.settings.stream_replicas
-            for bucket, ttl in (
-                (KV_RECIPIENTS, None),
-                (KV_SUBSCRIPTIONS, None),
-                (KV_TOKENS, None),
-                (KV_THREADS, 180 * 86_400.0),
-                (KV_SENT, 7 * 86_400.0),
-                (KV_DIGEST_STATE, None),
+            day = 86_400.0
+            for bucket, ttl, history in (
+                (KV_RECIPIENTS, None, 1),
+                (KV_SUBSCRIPTIONS, None, 1),
+                (KV_TOKENS, None, 1),
+                (KV_THREADS, 180 * day, 1),
+                (KV_SENT, 7 * day, 1),
+                (KV_DIGEST_STATE, None, 1),
                 # body hash per Idempotency-Key (services.api.idempotency): kept as long as
                 # the EVENTS stream deduplicates the event ids the keys become
                 (
                     KV_IDEMPOTENCY,
                     self.settings.duplicate_window_s + self.settings.publish_timeout_s,
+                    1,
                 ),
+                # per-target webhook signing secrets (services.bus.webhook_secrets); a few
+                # revisions kept so an operator can see what a rotation replaced
+                (KV_WEBHOOK_SECRETS, None, 5),
             ):
                 try:
                     self._kv[bucket] = await self.js.key_value(bucket)
@@ -240,7 +255,7 @@ class Bus:
                     self._kv[bucket] = await self.js.create_key_value(
                         api.KeyValueConfig(
                             bucket=bucket,
-                            history=1,
+                            history=history,
                             replicas=r,
                             ttl=ttl,
                             # direct gets: any replica answers, and nats-py parses the
@@ -292,18 +307,32 @@ class Bus:
         )
 
     async def _ensure_stream(self, cfg: api.StreamConfig) -> None:
+        """Create the stream, or bring an existing one to ``cfg`` where NATS allows it.
+
+        Raises:
+            TopologyMismatchError: the stream differs in a way NATS cannot change in
+                place (retention, storage...); the message says what and how to fix it.
+        """
         assert cfg.name
         try:
             info = await self.js.stream_info(cfg.name)
         except nats.js.errors.NotFoundError:
             await self.js.add_stream(cfg)
             return
-        current = info.config
-        if any(
-            getattr(current, k) != getattr(cfg, k)
-            for k in ("subjects", "max_age", "duplicate_window", "max_msgs", "max_bytes")
-        ):
+        changes = stream_differences(info.config, cfg)
+        if not changes:
+            return
+        try:
             await self.js.update_stream(cfg)
+        except nats.js.errors.APIError as exc:
+            raise TopologyMismatchError(
+                f"stream {cfg.name} on the NATS server differs from what the hub declares "
+                f"({_describe(changes)}) and NATS refuses to change it in place: "
+                f"{exc.description or exc}. Restore the setting it was created with, or "
+                f"back up and delete the stream (`nats stream rm {cfg.name}`) so the hub "
+                "creates it anew"
+            ) from None
+        log.info("stream %s updated: %s", cfg.name, _describe(changes))
 
     async def _ensure_consumer(self, stream: str, cfg: api.ConsumerConfig) -> None:
         assert cfg.durable_name
@@ -311,6 +340,60 @@ class Bus:
             await self.js.consumer_info(stream, cfg.durable_name)
         except nats.js.errors.NotFoundError:
             await self.js.add_consumer(stream, cfg)
+
+
+# What the server reports for a limit the declaration leaves unset: nats-py sends None as
+# "no limit", so an install that once had a limit loses it when the declaration drops it.
+_UNSET_LIMITS: Final[dict[str, object]] = {
+    "max_msgs": -1,
+    "max_bytes": -1,
+    "max_age": 0.0,
+    "max_msg_size": -1,
+}
+# Fields the hub declares but never compares: the server fills them in (or echoes them
+# in another form), so a difference there is not a change of the declaration.
+_NOT_COMPARED: Final = frozenset({"name"})
+
+
+def stream_differences(
+    current: api.StreamConfig, declared: api.StreamConfig
+) -> dict[str, tuple[object, object]]:
+    """The fields where ``current`` (the server's) differs from ``declared``.
+
+    A field the declaration leaves unset (``None`` or nats-py's default) counts only
+    for the limits, where unset means no limit; any other is the server's to choose.
+
+    Returns:
+        Field name -> (the server's value, the declared value).
+    """
+    changes: dict[str, tuple[object, object]] = {}
+    for f in dataclasses.fields(api.StreamConfig):
+        if f.name in _NOT_COMPARED:
+            continue
+        want = getattr(declared, f.name)
+        if f.name in _UNSET_LIMITS:
+            want = _UNSET_LIMITS[f.name] if want is None else want
+        elif want is None or want == f.default:
+            continue  # left to the server (which may set it itself, as for schedules)
+        have = getattr(current, f.name)
+        if f.name in _UNSET_LIMITS and have is None:
+            have = _UNSET_LIMITS[f.name]
+        if have != want:
+            changes[f.name] = (have, want)
+    return changes
+
+
+def _describe(changes: dict[str, tuple[object, object]]) -> str:
+    return ", ".join(
+        f"{name} {_plain(have)} -> {_plain(want)}" for name, (have, want) in changes.items()
+    )
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, enum.Enum):
+        value = value.value
+    # nats-py hands some enums back from the server as their plain strings
+    return value if isinstance(value, str) else repr(value)
 
 
 def _redact(url: str) -> str:

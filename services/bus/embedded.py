@@ -50,7 +50,6 @@ class NatsSettings(BaseSettings):
     events_max_age_days: float = Field(365, gt=0)
     events_max_bytes: int = Field(-1, description="-1: unlimited")
     duplicate_window_s: float = Field(600, ge=1, description=">= publisher retry horizon")
-    max_deliver: int = Field(12, ge=2)
     ack_wait_s: float = Field(60, gt=0)
     publish_timeout_s: float = Field(10, gt=0)
 

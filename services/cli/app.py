@@ -655,7 +655,7 @@ def outbox(
     """One line per message caught: number, time, channel, to, subject (`outbox show N`)."""
     if ctx.invoked_subcommand is not None:
         return
-    from notifiers.outbox import read_outbox
+    from services.bus.outbox import read_outbox
 
     async def body(bus: Any) -> list[dict[str, Any]]:
         return await read_outbox(bus.js, channel.value if channel else None, limit)
@@ -691,7 +691,7 @@ def outbox_show(
     number: Annotated[str, typer.Argument(metavar="N", help="the number `impactbus outbox` shows")],
 ) -> None:
     """Print one caught message: its headers and its text part."""
-    from notifiers.outbox import get_outbox_entry
+    from services.bus.outbox import get_outbox_entry
 
     if not number.isdigit() or int(number) < 1:
         fail(f"outbox message {number!r}: use the number `impactbus outbox` shows")

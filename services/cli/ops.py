@@ -193,7 +193,8 @@ def delivery_log(
 @webhook_secret_app.command("show")
 def webhook_secret_show(recipient: Annotated[str, typer.Argument(metavar="RECIPIENT")]) -> None:
     """Print the recipient's webhook secrets (creating the first if there is none)."""
-    from notifiers.webhook_secrets import TargetSecrets, show_secrets
+    from notifiers.webhook_secrets import TargetSecrets
+    from services.bus.webhook_secrets import show_secrets
     from services.cli.app import run
 
     async def body(bus: Bus) -> tuple[TargetSecrets, bool]:
@@ -216,7 +217,8 @@ def webhook_secret_rotate(
     ] = None,
 ) -> None:
     """Give the recipient's webhook a new secret; the old one stays valid for a while."""
-    from notifiers.webhook_secrets import TargetSecrets, rotate_secret
+    from notifiers.webhook_secrets import TargetSecrets
+    from services.bus.webhook_secrets import rotate_secret
     from services.cli.app import run
 
     grace = None if grace_hours is None else timedelta(hours=grace_hours)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from notifiers.base import LinkMaker, no_links
+from notifiers.registry import ChannelSettings
 from schemas.errors import ImpactbusError
 from schemas.targets import CHANNELS
 from services.bus import (
@@ -34,7 +35,7 @@ from services.bus import (
 )
 from services.bus.consumer import ConsumerStats, run_batches, run_each
 from services.bus.failures import Failures
-from services.config import HubSettings
+from services.config import HubSettings, load_channel_settings
 from services.pipeline.deliver import DeliveryWorker, RetrySettings
 from services.pipeline.router import Router
 
@@ -51,6 +52,8 @@ class Runtime:
     hub: HubSettings
     stop: asyncio.Event
     links: LinkMaker = no_links
+    # the channels' settings, read once where the process starts
+    channels: ChannelSettings = field(default_factory=load_channel_settings)
     stats: dict[str, ConsumerStats] = field(default_factory=dict)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -81,13 +84,11 @@ def channel_service(channel: str) -> Callable[[Runtime], Awaitable[None]]:
     """The delivery-worker service of one channel."""
 
     async def run(rt: Runtime) -> None:
-        from notifiers.outbox import OutboxNotifier
         from notifiers.registry import build_notifier
-        from services.bus.acks import publisher
+        from services.bus.notifiers import bus_collaborators
 
-        notifier = build_notifier(channel, rt.bus.js, links=rt.links)
-        if isinstance(notifier, OutboxNotifier):
-            notifier.publish = publisher(rt.bus.nc, rt.bus.settings.publish_timeout_s)
+        using = bus_collaborators(rt.bus, rt.channels, rt.links)
+        notifier = build_notifier(channel, rt.channels, using)
         retry = RetrySettings().for_channel(channel)
         async with notifier:
             worker = await DeliveryWorker.open(rt.bus, notifier, retry)
@@ -168,6 +169,7 @@ async def serve(
     """
     hub = hub or HubSettings()
     nats = nats or NatsSettings()
+    channels = load_channel_settings()
     if "api" in services:
         _check_http_port(hub)
     url, embedded = await _nats_url(nats, hub, start_embedded=start_embedded)
@@ -179,7 +181,7 @@ async def serve(
     try:
         bus = await Bus.connect(url, nats, name=f"impactbus-{'+'.join(services)}")
         await bus.ensure_topology()
-        rt = Runtime(bus=bus, hub=hub, stop=stop, links=_links(hub))
+        rt = Runtime(bus=bus, hub=hub, stop=stop, links=_links(hub), channels=channels)
         table = service_table()
         tasks: dict[str, asyncio.Task[None]] = {
             name: asyncio.create_task(_as_coroutine(table[name](rt)), name=name)
@@ -280,12 +282,9 @@ def _links(hub: HubSettings) -> LinkMaker:
     return link_maker(hub)
 
 
-def _destinations(services: Sequence[str]) -> list[tuple[str, str]]:
-    from notifiers.email import SmtpSettings
-    from notifiers.slack import SlackSettings
-
+def _destinations(services: Sequence[str], channels: ChannelSettings) -> list[tuple[str, str]]:
     outbox = "dev outbox (impactbus outbox, /outbox)"
-    smtp, slack = SmtpSettings(), SlackSettings()
+    smtp, slack = channels.smtp, channels.slack
     out = []
     if "email" in services:
         out.append(("email", f"SMTP {smtp.host}:{smtp.port}" if smtp.configured else outbox))
@@ -311,7 +310,9 @@ def _banner(
     ]
     if "api" in services:
         lines.append(f"  web/API   {hub.base_url}")
-    lines += [f"  {channel:<9} {where_to}" for channel, where_to in _destinations(services)]
+    lines += [
+        f"  {channel:<9} {where_to}" for channel, where_to in _destinations(services, rt.channels)
+    ]
     if token is not None:
         lines.append(f"  sign in   {token}")
         lines.append(

@@ -22,9 +22,10 @@ from pydantic import JsonValue
 from starlette.responses import Response
 
 from notifiers.email import SmtpSettings
-from notifiers.outbox import OUTBOX_CHANNELS, OutboxEntry, read_outbox
+from notifiers.outbox import OUTBOX_CHANNELS, OutboxEntry
 from notifiers.slack import SlackSettings
 from notifiers.text import local_time
+from services.bus.outbox import read_outbox
 from services.directory.access import foreign_initiatives
 from services.directory.auth import Principal
 from services.web.pages import CSP_OUTBOX, HtmlRoute, error_page, login_redirect, page

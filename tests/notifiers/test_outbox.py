@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from notifiers.base import Links, Notifier, no_links
+from notifiers.base import Links, Notifier, TransientDeliveryError, no_links
 from notifiers.email import EmailNotifier, compose_email
-from notifiers.outbox import OutboxNotifier, read_outbox
-from notifiers.registry import build_notifiers
+from notifiers.outbox import OutboxNotifier
+from notifiers.registry import Collaborators, build_notifiers
 from notifiers.slack import SlackNotifier, compose_slack
-from notifiers.webhook import WebhookNotifier
-from schemas.errors import InvalidInputError
+from notifiers.webhook import SettingsSecretStore, WebhookNotifier, WebhookSettings
+from schemas.errors import BusUnavailableError, InvalidInputError
 from services.bus import Bus
+from services.bus.outbox import outbox_publisher, read_outbox
+from services.config import load_channel_settings
 from tests.notifiers.conftest import DeliveryFactory
 
 SENDER = "impactbus <noreply@impactbus.invalid>"
@@ -25,7 +29,7 @@ async def test_email_is_recorded_exactly_as_composed(
     bus: Bus, make_delivery: DeliveryFactory
 ) -> None:
     delivery = make_delivery("milestone")
-    outbox = OutboxNotifier(bus.js, "email", links, SENDER)
+    outbox = OutboxNotifier(outbox_publisher(bus.nc, 5), "email", links, SENDER)
     async with outbox:
         result = await outbox.send(delivery)
 
@@ -53,7 +57,7 @@ async def test_slack_is_recorded_exactly_as_composed(
     bus: Bus, make_delivery: DeliveryFactory
 ) -> None:
     delivery = make_delivery("meeting", "slack")
-    async with OutboxNotifier(bus.js, "slack", no_links, SENDER) as outbox:
+    async with OutboxNotifier(outbox_publisher(bus.nc, 5), "slack", no_links, SENDER) as outbox:
         result = await outbox.send(delivery)
 
     [entry] = await read_outbox(bus.js, "slack")
@@ -69,8 +73,8 @@ async def test_slack_is_recorded_exactly_as_composed(
 async def test_read_outbox_filters_orders_and_limits(
     bus: Bus, make_delivery: DeliveryFactory
 ) -> None:
-    email = OutboxNotifier(bus.js, "email", no_links, SENDER)
-    slack = OutboxNotifier(bus.js, "slack", no_links, SENDER)
+    email = OutboxNotifier(outbox_publisher(bus.nc, 5), "email", no_links, SENDER)
+    slack = OutboxNotifier(outbox_publisher(bus.nc, 5), "slack", no_links, SENDER)
     for i in range(5):
         await email.send(make_delivery("update", address=f"p{i}@example.org"))
         await slack.send(make_delivery("update", "slack", conversation=f"C{i}"))
@@ -83,7 +87,7 @@ async def test_read_outbox_filters_orders_and_limits(
 
 
 async def test_a_retried_job_is_recorded_once(bus: Bus, make_delivery: DeliveryFactory) -> None:
-    outbox = OutboxNotifier(bus.js, "email", no_links, SENDER)
+    outbox = OutboxNotifier(outbox_publisher(bus.nc, 5), "email", no_links, SENDER)
     delivery = make_delivery()
     await outbox.send(delivery)
     await outbox.send(delivery)  # same job id -> Nats-Msg-Id dedup
@@ -96,13 +100,54 @@ async def test_empty_outbox(bus: Bus) -> None:
 
 def test_unknown_channel_has_no_outbox(make_delivery: DeliveryFactory) -> None:
     with pytest.raises(InvalidInputError):
-        OutboxNotifier(None, "webhook", no_links, SENDER)  # type: ignore[arg-type]
+        OutboxNotifier(Recorder(), "webhook", no_links, SENDER)
 
 
-async def test_registry_falls_back_to_the_outbox(bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+class Recorder:
+    """A publish function that keeps what it was handed (or fails like a lost bus)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.published: list[tuple[str, bytes, dict[str, str]]] = []
+        self.fail = fail
+
+    async def __call__(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        if self.fail:
+            raise BusUnavailableError("NATS is not answering")
+        self.published.append((subject, payload, headers))
+
+
+def fake_collaborators() -> Collaborators:
+    return Collaborators(
+        links=no_links,
+        publish=Recorder(),
+        secrets=SettingsSecretStore(WebhookSettings()),
+    )
+
+
+async def test_the_outbox_hands_its_record_to_the_publish_it_was_given(
+    make_delivery: DeliveryFactory,
+) -> None:
+    delivery = make_delivery("milestone")
+    publish = Recorder()
+    await OutboxNotifier(publish, "email", links, SENDER).send(delivery)
+    [(subject, payload, headers)] = publish.published
+    assert subject == "outbox.email"
+    assert headers == {"Nats-Msg-Id": delivery.job_id}
+    assert json.loads(payload)["to"] == "Ann Lee <ann@example.org>"
+
+
+async def test_a_bus_that_cannot_store_is_a_transient_failure(
+    make_delivery: DeliveryFactory,
+) -> None:
+    outbox = OutboxNotifier(Recorder(fail=True), "slack", no_links, SENDER)
+    with pytest.raises(TransientDeliveryError, match="NATS is not answering"):
+        await outbox.send(make_delivery("meeting", "slack"))
+
+
+async def test_registry_falls_back_to_the_outbox(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("IMPACTBUS_SMTP_HOST", raising=False)
     monkeypatch.delenv("IMPACTBUS_SLACK_TOKEN", raising=False)
-    notifiers = build_notifiers(bus.js, links=no_links)
+    notifiers = build_notifiers(load_channel_settings(), fake_collaborators())
     assert isinstance(notifiers["email"], OutboxNotifier)
     assert isinstance(notifiers["slack"], OutboxNotifier)
     assert notifiers["email"].channel == "email"
@@ -112,10 +157,10 @@ async def test_registry_falls_back_to_the_outbox(bus: Bus, monkeypatch: pytest.M
         await notifier.aclose()
 
 
-async def test_registry_uses_configured_channels(bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_registry_uses_configured_channels(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMPACTBUS_SMTP_HOST", "smtp.example.org")
     monkeypatch.setenv("IMPACTBUS_SLACK_TOKEN", "xoxb-test")
-    notifiers = build_notifiers(bus.js, links=no_links)
+    notifiers = build_notifiers(load_channel_settings(), fake_collaborators())
     assert isinstance(notifiers["email"], EmailNotifier)
     assert isinstance(notifiers["slack"], SlackNotifier)
     assert isinstance(notifiers["webhook"], WebhookNotifier)

@@ -5,24 +5,23 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import nats.js.errors
 import pytest
 
 from notifiers.webhook import WebhookNotifier, WebhookSettings, new_secret, verify
-from notifiers.webhook_secrets import (
-    BUCKET,
+from notifiers.webhook_secrets import SecretStoreSettings
+from schemas.delivery import Delivery
+from schemas.directory import Recipient
+from schemas.errors import BusUnavailableError, InvalidInputError, NotFoundError
+from schemas.events import new_event
+from schemas.targets import WebhookTarget
+from services.bus import Bus, NatsSettings
+from services.bus.embedded import EmbeddedNats
+from services.bus.webhook_secrets import (
     KvSecretStore,
-    SecretStoreSettings,
     create_secret,
     rotate_secret,
     show_secrets,
 )
-from schemas.delivery import Delivery
-from schemas.directory import Recipient
-from schemas.errors import InvalidInputError, NotFoundError
-from schemas.events import new_event
-from schemas.targets import WebhookTarget
-from services.bus import Bus
 from services.directory.records import Directory
 from tests.fakes.webhook import WebhookSink
 
@@ -39,9 +38,9 @@ class Clock:
 
 def store(bus: Bus, clock: Clock, shared: str = "") -> KvSecretStore:
     return KvSecretStore(
-        bus.js,
-        WebhookSettings(secret=shared),
+        bus,
         SecretStoreSettings(cache_s=0, rotation_grace_h=24),
+        WebhookSettings(secret=shared).secrets,
         clock=clock,
     )
 
@@ -82,11 +81,15 @@ async def test_the_shared_env_secret_is_the_fallback_and_stays_listed(bus: Bus) 
     assert await s.get(TARGET) == [own, shared]
 
 
-async def test_the_bucket_is_created_lazily(bus: Bus) -> None:
-    with pytest.raises(nats.js.errors.BucketNotFoundError):
-        await bus.js.key_value(BUCKET)
-    await store(bus, Clock()).get(TARGET)
-    assert (await bus.js.key_value(BUCKET)) is not None
+async def test_a_bus_without_the_topology_is_said_in_plain_words(
+    nats_server: EmbeddedNats,
+) -> None:
+    bare = await Bus.connect(nats_server.url, NatsSettings(url=nats_server.url))
+    try:
+        with pytest.raises(BusUnavailableError, match="no webhook_secrets bucket"):
+            await store(bare, Clock()).load(TARGET)
+    finally:
+        await bare.close()
 
 
 async def test_signatures_verify_with_either_secret_during_a_rotation(

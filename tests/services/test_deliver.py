@@ -20,7 +20,7 @@ from notifiers.base import Notifier
 from notifiers.email import EmailNotifier, SmtpSettings
 from notifiers.slack import SlackNotifier, SlackSettings
 from notifiers.webhook import WebhookNotifier, WebhookSettings, verify
-from notifiers.webhook_secrets import KvSecretStore
+from notifiers.webhook_secrets import SecretStoreSettings
 from schemas.delivery import Delivery
 from schemas.directory import Recipient
 from schemas.events import new_event
@@ -28,6 +28,7 @@ from schemas.subjects import delivery_subject
 from schemas.targets import EmailTarget, SlackTarget, WebhookTarget
 from services.bus import DELIVERIES, KV_SENT, Bus
 from services.bus.consumer import run_each
+from services.bus.webhook_secrets import KvSecretStore
 from services.directory.records import Directory
 from services.pipeline.deadletters import DeadLetter, list_dead
 from services.pipeline.deliver import DeliveryWorker, RetryPolicy
@@ -132,7 +133,9 @@ def slack_notifier(fake: SlackFake) -> SlackNotifier:
 
 def webhook_notifier(bus: Bus, timeout: float = 5) -> WebhookNotifier:
     settings = WebhookSettings(allow_loopback=True, timeout=timeout)
-    return WebhookNotifier(settings, secrets=KvSecretStore(bus.js, settings))
+    return WebhookNotifier(
+        settings, secrets=KvSecretStore(bus, SecretStoreSettings(), settings.secrets)
+    )
 
 
 def job(
@@ -311,7 +314,7 @@ async def test_webhook_500_and_timeout_are_retried_then_delivered_signed(
     assert {r.headers["webhook-id"] for r in requests} == {delivery.job_id}
     assert worker.counts["retrying"] == 2
     assert await rig.dead() == []
-    secrets = await KvSecretStore(bus.js).get(hook(webhook_sink).key)
+    secrets = await KvSecretStore(bus, SecretStoreSettings()).get(hook(webhook_sink).key)
     verify(secrets, requests[-1].headers, requests[-1].body)
 
 

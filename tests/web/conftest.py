@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from notifiers.outbox import read_outbox
 from schemas.directory import Recipient, Subscription
 from schemas.events import Event, new_event
 from services.bus import EVENTS, Bus, EmbeddedNats, NatsSettings, free_port
+from services.bus.outbox import read_outbox
 from services.config import HubSettings
 from services.directory.auth import create_token
 from services.directory.links import LinkSigner
