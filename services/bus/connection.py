@@ -1,8 +1,9 @@
 """The bus: one NATS connection and the hub's topology.
 
 Every stream, KV bucket and durable consumer the hub uses is declared here, in one place,
-by :meth:`Bus.ensure_topology`. Services call it at start; it is idempotent and updates a
-stream whose settings changed.
+by :meth:`Bus.ensure_topology` (subjects and consumer filters from the table in
+:mod:`services.bus.topology`, which the AsyncAPI export reads too). Services call it at
+start; it is idempotent and updates a stream whose settings changed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from schemas.errors import BusUnavailableError, TopologyMismatchError
-from schemas.subjects import delivery_filter
 from schemas.targets import CHANNELS
 from services.bus import natsclient
 from services.bus.embedded import MiB, NatsSettings
@@ -45,6 +45,7 @@ from services.bus.names import (
     ROUTER_CONSUMER,
     SCHEDULES,
 )
+from services.bus.topology import STREAMS, consumer, stream_subjects
 
 log = logging.getLogger("impactbus.bus")
 
@@ -148,7 +149,7 @@ class Bus:
         return [
             api.StreamConfig(
                 name=EVENTS,
-                subjects=["impact.>"],
+                subjects=stream_subjects(EVENTS),
                 retention=api.RetentionPolicy.LIMITS,
                 max_age=s.events_max_age_days * day,
                 max_bytes=s.events_max_bytes,
@@ -156,67 +157,67 @@ class Bus:
                 num_replicas=r,
                 storage=api.StorageType.FILE,
                 max_msg_size=1 * MiB,
-                description="initiative events: history, feeds, replay",
+                description=STREAMS[EVENTS].description,
             ),
             api.StreamConfig(
                 name=DELIVERIES,
-                subjects=["deliver.>"],
+                subjects=stream_subjects(DELIVERIES),
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 duplicate_window=s.duplicate_window_s,
                 num_replicas=r,
                 storage=api.StorageType.FILE,
                 max_msg_size=4 * MiB,
-                description="one job per (event, target, channel)",
+                description=STREAMS[DELIVERIES].description,
             ),
             api.StreamConfig(
                 name=DIGESTS,
-                subjects=["digest.>"],
+                subjects=stream_subjects(DIGESTS),
                 retention=api.RetentionPolicy.LIMITS,
                 max_age=90 * day,
                 duplicate_window=s.duplicate_window_s,
                 num_replicas=r,
                 storage=api.StorageType.FILE,
                 allow_direct=True,
-                description="items waiting for a recipient's next digest",
+                description=STREAMS[DIGESTS].description,
             ),
             api.StreamConfig(
                 name=SCHEDULES,
-                subjects=["schedule.>", "digest-tick.>"],
+                subjects=stream_subjects(SCHEDULES),
                 retention=api.RetentionPolicy.LIMITS,
                 max_age=7 * day,
                 num_replicas=r,
                 storage=api.StorageType.FILE,
                 allow_msg_schedules=True,
                 allow_msg_ttl=True,
-                description="server-side digest schedules and the ticks they fire",
+                description=STREAMS[SCHEDULES].description,
             ),
             api.StreamConfig(
                 name=DEAD,
-                subjects=["dead.>"],
+                subjects=stream_subjects(DEAD),
                 retention=api.RetentionPolicy.LIMITS,
                 max_age=30 * day,
                 num_replicas=r,
                 storage=api.StorageType.FILE,
-                description="dead letters",
+                description=STREAMS[DEAD].description,
             ),
             api.StreamConfig(
                 name=DELIVERY_LOG,
-                subjects=["log.>"],
+                subjects=stream_subjects(DELIVERY_LOG),
                 retention=api.RetentionPolicy.LIMITS,
                 max_age=30 * day,
                 num_replicas=r,
                 storage=api.StorageType.FILE,
-                description="per-event delivery status",
+                description=STREAMS[DELIVERY_LOG].description,
             ),
             api.StreamConfig(
                 name=OUTBOX,
-                subjects=["outbox.>"],
+                subjects=stream_subjects(OUTBOX),
                 retention=api.RetentionPolicy.LIMITS,
                 max_msgs=10_000,
                 max_age=30 * day,
                 num_replicas=r,
                 storage=api.StorageType.FILE,
-                description="dev outbox: what would have been sent",
+                description=STREAMS[OUTBOX].description,
             ),
         ]
 
@@ -272,7 +273,7 @@ class Bus:
                     ack_wait=self.settings.ack_wait_s,
                     max_ack_pending=20_000,
                     max_deliver=-1,
-                    description="router: matches subscriptions, publishes delivery jobs",
+                    description=consumer(EVENTS, ROUTER_CONSUMER).description,
                 ),
             )
             for channel in CHANNELS:
@@ -282,11 +283,11 @@ class Bus:
                 api.ConsumerConfig(
                     durable_name=DIGEST_CONSUMER,
                     ack_policy=api.AckPolicy.EXPLICIT,
-                    filter_subject="digest-tick.>",
+                    filter_subject=consumer(SCHEDULES, DIGEST_CONSUMER).filter_subject,
                     ack_wait=self.settings.ack_wait_s,
                     deliver_policy=api.DeliverPolicy.NEW,
                     max_deliver=-1,
-                    description="digest: one run per tick",
+                    description=consumer(SCHEDULES, DIGEST_CONSUMER).description,
                 ),
             )
         except (TimeoutError, nats.errors.Error) as exc:
@@ -296,14 +297,15 @@ class Bus:
 
     def delivery_consumer_config(self, channel: str) -> api.ConsumerConfig:
         """The durable work-queue consumer of one channel's delivery workers."""
+        decl = consumer(DELIVERIES, channel)
         return api.ConsumerConfig(
             durable_name=channel,
             ack_policy=api.AckPolicy.EXPLICIT,
-            filter_subject=delivery_filter(channel),
+            filter_subject=decl.filter_subject,
             ack_wait=self.settings.ack_wait_s,
             max_deliver=-1,
             max_ack_pending=20_000,
-            description=f"{channel} delivery workers",
+            description=decl.description,
         )
 
     async def _ensure_stream(self, cfg: api.StreamConfig) -> None:

@@ -105,7 +105,7 @@ async def _fetch(
 async def _hand_back(msgs: list[Msg]) -> None:
     """On stop only: unfinished work goes to another worker at once."""
     for m in msgs:
-        if not m._ackd:
+        if not m.is_acked:
             with contextlib.suppress(Exception):
                 await m.nak()
 
@@ -146,7 +146,7 @@ async def run_batches(
                 await handler(msgs)
             except Exception as exc:  # classified: retried or dead-lettered
                 for msg in msgs:
-                    if not msg._ackd:
+                    if not msg.is_acked:
                         await settle.settle(msg, exc)
     finally:
         with contextlib.suppress(Exception):

@@ -165,7 +165,7 @@ class Failures:
 
         A message the handler settled before it raised is left as it is (``settled``).
         """
-        if msg._ackd:
+        if msg.is_acked:
             log.warning("%s: %s failed after it was settled: %s", self.name, msg.subject, exc)
             return "settled"
         attempt = msg.metadata.num_delivered or 1

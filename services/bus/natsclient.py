@@ -19,6 +19,12 @@ half of the ~14 us of Python a direct get reply cost. The reply inboxes of
 block and the payload, right where the read loop parsed the message. The handler reads
 only the headers it needs (an item read needs two of six). A handler must be quick and
 must not block; what it raises is logged, never raised into the read loop.
+
+**Private internals.** Both rest on nats-py members it does not promise to keep
+(``_parse_header_lines``, ``_process_headers``, ``_process_msg``, ``_remove_sub``,
+``Subscription._id``); this module is the only one in the hub that touches them. nats-py
+is pinned to the minor version they were checked on, and
+tests/services/test_natsclient_contract.py names whichever of them a new release changes.
 """
 
 from __future__ import annotations

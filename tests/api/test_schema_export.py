@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from schemas.events import new_event
-from services.bus import EmbeddedNats
+from services.bus import Bus, EmbeddedNats
 from services.bus.asyncapi import asyncapi_document, json_schemas, kind_event_model
 from services.cli.admin import schema, tokens_app
 
@@ -47,18 +47,44 @@ def test_kind_models_accept_their_events_only() -> None:
 def test_asyncapi_declares_the_subjects_with_their_payloads() -> None:
     doc = asyncapi_document()
     assert doc["asyncapi"].startswith("3.")
-    addresses = {c["address"] for c in doc["channels"].values()}
-    assert "impact.{initiative}.metric.{topic}" in addresses
-    assert "deliver.{channel}.{initiative}" in addresses
+    channels = {c["address"]: c for c in doc["channels"].values()}
     messages = doc["components"]["messages"]
     payloads = {m["payload"]["$ref"].rsplit("/", 1)[1] for m in messages.values()}
-    assert {
-        "MetricUpdateEvent",
-        "MilestoneEvent",
-        "MeetingNotesEvent",
-        "UpdateEvent",
-        "Delivery",
-    } <= payloads
+    kinds = {"MetricUpdateEvent", "MilestoneEvent", "MeetingNotesEvent", "UpdateEvent"}
+    assert {*kinds, "Delivery"} <= payloads
+    assert set(channels["impact.>"]["messages"]) == kinds
+    assert set(channels["deliver.email.>"]["messages"]) == {"Delivery"}
+    for name in payloads:  # every payload's schema is in the document
+        assert name in doc["components"]["schemas"]
+
+
+async def test_asyncapi_channels_are_the_streams_and_consumers_the_server_has(bus: Bus) -> None:
+    """What ensure_topology declared on a real server, and nothing else, is in the document."""
+    subjects: set[str] = set()
+    durables: set[tuple[str, str]] = set()
+    for info in await bus.js.streams_info():
+        name = info.config.name or ""
+        if name.startswith("KV_"):  # KV buckets are read through the KV API, not subjects
+            continue
+        subjects.update(info.config.subjects or ())
+        for c in await bus.js.consumers_info(name):
+            assert c.config.durable_name, f"{name} has an ephemeral consumer after start"
+            durables.add((name, c.config.durable_name))
+            subjects.add(c.config.filter_subject or "")
+            subjects.update(c.config.filter_subjects or ())
+    subjects.discard("")  # a consumer of a whole stream: its subjects are there already
+
+    doc = asyncapi_document()
+    addresses = [c["address"] for c in doc["channels"].values()]
+    assert sorted(addresses) == sorted(subjects)
+    receivers = {
+        (op["x-jetstream"]["stream"], op["x-jetstream"]["durable"])
+        for op in doc["operations"].values()
+        if op["action"] == "receive"
+    }
+    assert receivers == durables
+    for op in doc["operations"].values():
+        assert op["channel"]["$ref"].removeprefix("#/channels/") in doc["channels"]
 
 
 def test_schema_command(tmp_path: Path) -> None:
