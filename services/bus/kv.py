@@ -57,11 +57,11 @@ class Kv:
             NotFoundError: the key has no value (never written, deleted, or not a valid key).
             BusUnavailableError: NATS did not answer.
         """
-        try:
-            with map_nats_errors():
+        with map_nats_errors():
+            try:
                 entry = await self.raw.get(key)
-        except nats.js.errors.InvalidKeyError:
-            raise NotFoundError(f"no key {key!r} in {self.bucket}") from None
+            except nats.js.errors.InvalidKeyError:
+                raise NotFoundError(f"no key {key!r} in {self.bucket}") from None
         return KvEntry(key, entry.value or b"", entry.revision or 0)
 
     async def put(self, key: str, value: bytes) -> int:

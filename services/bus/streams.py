@@ -7,16 +7,32 @@ nats.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import secrets
 import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
 
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js import api
+from nats.js import JetStreamContext, api
 
+from schemas.errors import BusUnavailableError
 from services.bus.connection import Bus
 
-__all__ = ["Msg", "consumer_ack_wait", "read_subject"]
+__all__ = [
+    "FETCH_TIMEOUT_S",
+    "Msg",
+    "Window",
+    "consumer_ack_wait",
+    "consumer_counts",
+    "read_subject",
+    "read_window",
+    "readiness",
+]
 
 
 async def consumer_ack_wait(bus: Bus, stream: str, durable: str) -> float | None:
@@ -74,3 +90,143 @@ async def read_subject(
             with contextlib.suppress(Exception):
                 await bus.js.delete_consumer(stream, name)
     return out
+
+
+FETCH_TIMEOUT_S: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Messages of one subject filter read out of a stream, oldest first."""
+
+    msgs: list[tuple[int, bytes]]
+    """(stream sequence, data) of each message."""
+    last_seq: int
+    """The stream's last sequence when the read began."""
+
+
+async def read_window(
+    bus: Bus, stream: str, subject: str, since: int | datetime | None, limit: int
+) -> Window:
+    """Up to ``limit`` messages of ``stream`` matching ``subject``.
+
+    ``since`` ``None`` reads the last ``limit`` matches; a sequence or a time reads the
+    first ``limit`` from there on. Each read is a short-lived ephemeral consumer (in
+    memory, no acks), deleted afterwards.
+
+    Raises:
+        BusUnavailableError: JetStream did not answer.
+    """
+    js = bus.js
+    try:
+        state = (await js.stream_info(stream)).state
+        if since is None:
+            if state.messages == 0:
+                return Window([], state.last_seq)
+            start, count = await _tail_start(
+                js, stream, subject, limit, first=state.first_seq, last=state.last_seq
+            )
+            msgs = (await _read(js, stream, subject, start, count))[-limit:]
+        else:
+            msgs = await _read(js, stream, subject, since, limit)
+    except (TimeoutError, nats.errors.Error) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise BusUnavailableError(f"cannot read the {stream} stream: {reason}") from None
+    return Window([(m.metadata.sequence.stream, m.data) for m in msgs], state.last_seq)
+
+
+def _config(subject: str, start: int | datetime) -> api.ConsumerConfig:
+    by_seq = isinstance(start, int)
+    return api.ConsumerConfig(
+        name=f"window-{secrets.token_hex(8)}",
+        filter_subject=subject,
+        ack_policy=api.AckPolicy.NONE,
+        mem_storage=True,
+        inactive_threshold=30.0,
+        num_replicas=1,
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE
+        if by_seq
+        else api.DeliverPolicy.BY_START_TIME,
+        opt_start_seq=start if isinstance(start, int) else None,
+        opt_start_time=start if isinstance(start, datetime) else None,
+    )
+
+
+async def _count(js: JetStreamContext, stream: str, subject: str, start: int) -> int:
+    """How many messages matching ``subject`` are stored from sequence ``start`` on."""
+    info = await js.add_consumer(stream, _config(subject, start))
+    with contextlib.suppress(TimeoutError, nats.errors.Error):
+        await js.delete_consumer(stream, info.name)
+    return int(info.num_pending or 0)
+
+
+async def _tail_start(
+    js: JetStreamContext, stream: str, subject: str, limit: int, *, first: int, last: int
+) -> tuple[int, int]:
+    """A start sequence followed by ``limit`` to ``4 * limit`` matches (or all of them).
+
+    Returns:
+        The start sequence and how many matches follow it.
+    """
+    window, hi = limit, last + 1
+    while True:
+        lo = max(first, last + 1 - window)
+        found = await _count(js, stream, subject, lo)
+        if found >= limit:
+            break
+        if lo <= first:
+            return first, found
+        hi, window = lo, window * 4
+    while found > 4 * limit and hi - lo > 1:  # uneven history: narrow it down
+        mid = (lo + hi) // 2
+        at_mid = await _count(js, stream, subject, mid)
+        if at_mid >= limit:
+            lo, found = mid, at_mid
+        else:
+            hi = mid
+    return lo, found
+
+
+async def _read(
+    js: JetStreamContext, stream: str, subject: str, start: int | datetime, limit: int
+) -> list[Msg]:
+    info = await js.add_consumer(stream, _config(subject, start))
+    try:
+        wanted = min(limit, int(info.num_pending or 0))
+        if wanted == 0:
+            return []
+        sub = await js.pull_subscribe_bind(consumer=info.name, stream=stream)
+        try:
+            msgs: list[Msg] = []
+            while len(msgs) < wanted:
+                msgs += await sub.fetch(wanted - len(msgs), timeout=FETCH_TIMEOUT_S)
+            return msgs[:wanted]
+        finally:
+            await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(TimeoutError, nats.errors.Error):
+            await js.delete_consumer(stream, info.name)
+
+
+async def readiness(bus: Bus, stream: str, timeout_s: float) -> str | None:
+    """``None`` when the connection is up and ``stream`` answers, else why not (one line)."""
+    if not bus.connected:
+        return "NATS disconnected"
+    try:
+        await asyncio.wait_for(bus.js.stream_info(stream), timeout_s)
+    except nats.js.errors.NotFoundError:
+        return f"stream {stream} missing"
+    except (TimeoutError, nats.errors.Error) as exc:
+        return f"JetStream not answering: {type(exc).__name__}"
+    return None
+
+
+async def consumer_counts(
+    bus: Bus, stream: str, durable: str, timeout_s: float
+) -> tuple[int, int] | None:
+    """(pending, ack pending) of a durable consumer; ``None`` if the server did not say."""
+    try:
+        info = await asyncio.wait_for(bus.js.consumer_info(stream, durable), timeout_s)
+    except (TimeoutError, nats.errors.Error):
+        return None
+    return info.num_pending or 0, info.num_ack_pending or 0
