@@ -29,9 +29,11 @@ __all__ = [
     "Window",
     "consumer_ack_wait",
     "consumer_counts",
+    "last_data",
     "read_subject",
     "read_window",
     "readiness",
+    "stored_subjects",
 ]
 
 
@@ -230,3 +232,28 @@ async def consumer_counts(
     except (TimeoutError, nats.errors.Error):
         return None
     return info.num_pending or 0, info.num_ack_pending or 0
+
+
+async def last_data(bus: Bus, stream: str, subject: str) -> bytes | None:
+    """The data of the newest message of ``stream`` on ``subject``.
+
+    ``None`` when there is none, or NATS does not answer: callers show what they can
+    without it.
+    """
+    try:
+        msg = await bus.js.get_last_msg(stream, subject)
+    except (TimeoutError, nats.errors.Error):
+        return None
+    return msg.data or b""
+
+
+async def stored_subjects(bus: Bus, stream: str, subjects_filter: str) -> list[str] | None:
+    """The subjects of ``stream`` matching the filter that hold messages now.
+
+    ``None`` when NATS does not answer.
+    """
+    try:
+        info = await bus.js.stream_info(stream, subjects_filter=subjects_filter)
+    except (TimeoutError, nats.errors.Error):
+        return None
+    return list((info.state.subjects or {}) if info.state else {})
