@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -22,6 +23,7 @@ from nats.js import JetStreamContext, api
 
 from schemas.errors import BusUnavailableError
 from services.bus.connection import Bus
+from services.bus.errors import map_nats_errors
 
 __all__ = [
     "FETCH_TIMEOUT_S",
@@ -29,6 +31,7 @@ __all__ = [
     "Window",
     "consumer_ack_wait",
     "consumer_counts",
+    "follow",
     "last_data",
     "read_subject",
     "read_window",
@@ -257,3 +260,46 @@ async def stored_subjects(bus: Bus, stream: str, subjects_filter: str) -> list[s
     except (TimeoutError, nats.errors.Error):
         return None
     return list((info.state.subjects or {}) if info.state else {})
+
+
+async def follow(
+    bus: Bus, stream: str, pattern: str, *, last: int = 0
+) -> AsyncGenerator[Msg, None]:
+    """Subscribe to ``stream``'s messages on ``pattern``; they come as they are stored.
+
+    An ordered push consumer, from the last ``last`` stored messages on (none: only new
+    ones). Subscribed when this returns; ``aclose()`` the generator to unsubscribe.
+
+    Raises:
+        BusUnavailableError: NATS did not answer; also raised by the generator when the
+            connection closes under it (nats-py's own iterator just ends then, which would
+            read as "no more messages").
+    """
+    with map_nats_errors():
+        policy = api.DeliverPolicy.NEW
+        opt_start: int | None = None
+        if last:
+            info = await bus.js.stream_info(stream)
+            opt_start = max(1, info.state.last_seq - last + 1)
+            policy = api.DeliverPolicy.BY_START_SEQUENCE
+        sub = await bus.js.subscribe(
+            pattern,
+            stream=stream,
+            ordered_consumer=True,
+            deliver_policy=policy,
+            config=api.ConsumerConfig(opt_start_seq=opt_start),
+        )
+    return _follow(bus, sub, pattern)
+
+
+async def _follow(
+    bus: Bus, sub: JetStreamContext.PushSubscription, pattern: str
+) -> AsyncGenerator[Msg, None]:
+    try:
+        async for msg in sub.messages:
+            yield msg
+    finally:
+        if not bus.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+    raise BusUnavailableError(f"NATS went away while following {pattern}")
