@@ -1,8 +1,11 @@
-"""Types of stream messages, for the packages above the bus.
+"""Stream reads and follows, and the message type, for the packages above the bus.
 
 Handlers above the bus receive nats-py's messages from the consumer loops
-(:mod:`services.bus.consumer`); they name the type from here, so only the bus imports
-nats.
+(:mod:`services.bus.consumer`) and name their type as :data:`Msg` from here. The reads
+(a subject's messages, a window of a filter for the feeds, the newest message on a
+subject, the subjects a stream holds, readiness, consumer counts) and :func:`follow`
+either answer ``None`` where the callers carry on without NATS, or raise the hub's
+errors (:mod:`schemas.errors`), so only the bus imports nats.
 """
 
 from __future__ import annotations
@@ -64,7 +67,17 @@ async def read_subject(
 
     Returns:
         (stream sequence, subject, data) of each message.
+
+    Raises:
+        BusUnavailableError: NATS did not answer.
     """
+    with map_nats_errors():
+        return await _read_subject(bus, stream, subject, batch=batch, within=within)
+
+
+async def _read_subject(
+    bus: Bus, stream: str, subject: str, *, batch: int = 256, within: float = 10.0
+) -> list[tuple[int, str, bytes]]:
     config = api.ConsumerConfig(
         ack_policy=api.AckPolicy.NONE,
         deliver_policy=api.DeliverPolicy.ALL,
