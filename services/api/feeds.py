@@ -15,32 +15,26 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Final
 
-import nats.errors
-import nats.js.errors
 from fastapi import APIRouter, Path, Query
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from schemas.errors import BusUnavailableError
 from schemas.events import EVENT_ADAPTER
 from schemas.subjects import EVENTS_ROOT, EventKind, validate_pattern
 from schemas.text import Token
 from services.api.problems import responses
 from services.api.state import Caller, MalformedRequestError, State
 from services.bus import EVENTS, Bus
+from services.bus.streams import read_window
 
 router = APIRouter(tags=["feeds"])
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
-FETCH_TIMEOUT_S: Final = 5.0
 MAX_SEQUENCE: Final = 2**64 - 1
 EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # nats-server compares start times in Unix nanoseconds (int64): a later time wraps around
@@ -103,103 +97,20 @@ async def read_feed(bus: Bus, subject: str, since: int | datetime | None, limit:
     Raises:
         BusUnavailableError: JetStream did not answer.
     """
-    js = bus.js
-    try:
-        state = (await js.stream_info(EVENTS)).state
-        if since is None:
-            if state.messages == 0:
-                return FeedPage([], state.last_seq + 1)
-            start, count = await _tail_start(js, subject, limit, state.first_seq, state.last_seq)
-            msgs = (await _read(js, subject, start, count))[-limit:]
-        else:
-            msgs = await _read(js, subject, since, limit)
-    except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise BusUnavailableError(f"cannot read the EVENTS stream: {reason}") from None
+    window = await read_window(bus, EVENTS, subject, since, limit)
     events = []
-    for msg in msgs:
+    for _, data in window.msgs:
         try:
-            EVENT_ADAPTER.validate_json(msg.data)
+            EVENT_ADAPTER.validate_json(data)
         except ValidationError:
             continue  # published around the API straight to NATS: the router dead-letters it
-        events.append(msg.data)
+        events.append(data)
     after = (
-        msgs[-1].metadata.sequence.stream + 1
-        if msgs
-        else (state.last_seq + 1 if since is None or isinstance(since, datetime) else since)
+        window.msgs[-1][0] + 1
+        if window.msgs
+        else (window.last_seq + 1 if since is None or isinstance(since, datetime) else since)
     )
     return FeedPage(events, after)
-
-
-def _config(subject: str, start: int | datetime) -> api.ConsumerConfig:
-    by_seq = isinstance(start, int)
-    return api.ConsumerConfig(
-        name=f"feed-{secrets.token_hex(8)}",
-        filter_subject=subject,
-        ack_policy=api.AckPolicy.NONE,
-        mem_storage=True,
-        inactive_threshold=30.0,
-        num_replicas=1,
-        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE
-        if by_seq
-        else api.DeliverPolicy.BY_START_TIME,
-        opt_start_seq=start if isinstance(start, int) else None,
-        opt_start_time=start if isinstance(start, datetime) else None,
-    )
-
-
-async def _count(js: JetStreamContext, subject: str, start: int) -> int:
-    """How many events matching ``subject`` are stored from sequence ``start`` on."""
-    info = await js.add_consumer(EVENTS, _config(subject, start))
-    with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
-        await js.delete_consumer(EVENTS, info.name)
-    return int(info.num_pending or 0)
-
-
-async def _tail_start(
-    js: JetStreamContext, subject: str, limit: int, first: int, last: int
-) -> tuple[int, int]:
-    """A start sequence followed by ``limit`` to ``4 * limit`` matches (or all of them).
-
-    Returns:
-        The start sequence and how many matches follow it.
-    """
-    window, hi = limit, last + 1
-    while True:
-        lo = max(first, last + 1 - window)
-        found = await _count(js, subject, lo)
-        if found >= limit:
-            break
-        if lo <= first:
-            return first, found
-        hi, window = lo, window * 4
-    while found > 4 * limit and hi - lo > 1:  # uneven history: narrow it down
-        mid = (lo + hi) // 2
-        at_mid = await _count(js, subject, mid)
-        if at_mid >= limit:
-            lo, found = mid, at_mid
-        else:
-            hi = mid
-    return lo, found
-
-
-async def _read(js: JetStreamContext, subject: str, start: int | datetime, limit: int) -> list[Msg]:
-    info = await js.add_consumer(EVENTS, _config(subject, start))
-    try:
-        wanted = min(limit, int(info.num_pending or 0))
-        if wanted == 0:
-            return []
-        sub = await js.pull_subscribe_bind(consumer=info.name, stream=EVENTS)
-        try:
-            msgs: list[Msg] = []
-            while len(msgs) < wanted:
-                msgs += await sub.fetch(wanted - len(msgs), timeout=FETCH_TIMEOUT_S)
-            return msgs[:wanted]
-        finally:
-            await sub.unsubscribe()
-    finally:
-        with contextlib.suppress(TimeoutError, nats.errors.Error, nats.js.errors.Error):
-            await js.delete_consumer(EVENTS, info.name)
 
 
 _FEED_EXAMPLE: Final = {

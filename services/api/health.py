@@ -6,17 +6,15 @@ on the internal network. They reveal counts, never events.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Final
 
-import nats.errors
-import nats.js.errors
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from services.api.state import State
 from services.bus import EVENTS
+from services.bus.streams import readiness
 
 router = APIRouter(tags=["health"])
 
@@ -47,16 +45,7 @@ async def healthz() -> Response:
 )
 async def readyz(state: State) -> Response:
     """Ready when NATS is connected and the EVENTS stream exists."""
-    detail = None
-    if not state.bus.connected:
-        detail = "NATS disconnected"
-    else:
-        try:
-            await asyncio.wait_for(state.bus.js.stream_info(EVENTS), READY_TIMEOUT_S)
-        except nats.js.errors.NotFoundError:
-            detail = f"stream {EVENTS} missing"
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            detail = f"JetStream not answering: {type(exc).__name__}"
+    detail = await readiness(state.bus, EVENTS, READY_TIMEOUT_S)
     if detail:
         body = f'{{"status":"not ready","detail":"{detail}"}}'
         return Response(body, 503, media_type=_JSON)

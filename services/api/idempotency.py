@@ -19,10 +19,8 @@ import hashlib
 import json
 from typing import Final, Literal
 
-import nats.js.errors
-from nats.js.kv import KeyValue
-
-from schemas.errors import ImpactbusError
+from schemas.errors import ConflictError, ImpactbusError, NotFoundError
+from services.bus.kv import Kv
 
 Route = Literal["event", "batch"]
 _ATTEMPTS: Final = 3
@@ -43,7 +41,7 @@ def claim_id(route: Route, source: str, key: str) -> str:
     return hashlib.sha256(f"{route}\x00{source}\x00{key}".encode()).hexdigest()
 
 
-async def claim(kv: KeyValue, route: Route, source: str, key: str, body: object) -> None:
+async def claim(kv: Kv, route: Route, source: str, key: str, body: object) -> None:
     """Claim ``key`` for ``body``, or confirm that it was claimed for the same body.
 
     Atomic across processes: the first ``create`` wins; the others compare hashes.
@@ -55,13 +53,13 @@ async def claim(kv: KeyValue, route: Route, source: str, key: str, body: object)
     for _ in range(_ATTEMPTS):
         try:
             await kv.create(kv_key, mine)
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except ConflictError:
             pass  # claimed before: by a retry, or by another request
         else:
             return
         try:
             entry = await kv.get(kv_key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        except NotFoundError:
             continue  # expired (or deleted) between the two calls: claim it again
         if entry.value == mine:
             return

@@ -21,8 +21,6 @@ import socket
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
-import nats.errors
-import nats.js.errors
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -31,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.bus import EVENTS, Bus
 from services.bus.consumer import ConsumerStats
+from services.bus.streams import consumer_counts, readiness
 
 
 @runtime_checkable
@@ -118,9 +117,9 @@ class HubCollector(Collector):
     async def refresh(self) -> None:
         """Read consumer pending counts (before a scrape)."""
         for stream, consumer in _consumers(self.rt):
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, TimeoutError):
-                info = await asyncio.wait_for(self.rt.bus.js.consumer_info(stream, consumer), 2)
-                self.consumer_info[(stream, consumer)] = (info.num_pending, info.num_ack_pending)
+            counts = await consumer_counts(self.rt.bus, stream, consumer, 2)
+            if counts is not None:
+                self.consumer_info[(stream, consumer)] = counts
 
 
 def _consumers(rt: Runtime) -> list[tuple[str, str]]:
@@ -136,15 +135,7 @@ def _consumers(rt: Runtime) -> list[tuple[str, str]]:
 
 async def ready(rt: Runtime) -> str | None:
     """``None`` when NATS is connected and the streams exist, else why not."""
-    if not rt.bus.connected:
-        return "NATS disconnected"
-    try:
-        await asyncio.wait_for(rt.bus.js.stream_info(EVENTS), 2)
-    except nats.js.errors.NotFoundError:
-        return f"stream {EVENTS} missing"
-    except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-        return f"JetStream not answering: {type(exc).__name__}"
-    return None
+    return await readiness(rt.bus, EVENTS, 2)
 
 
 async def run_health(rt: Runtime, settings: HealthSettings | None = None) -> None:

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, Final
 
-import nats.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
@@ -32,6 +31,7 @@ from services.api.state import (
     MalformedRequestError,
     UnsupportedMediaTypeError,
 )
+from services.bus.errors import NatsError
 from services.directory.auth import AuthenticationError, PermissionDeniedError
 from services.directory.ratelimit import RateLimitedError
 from services.directory.records import UnreadableRecordError
@@ -155,7 +155,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ImpactbusError, _on_hub_error)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(HTTPException, _on_http)
-    app.add_exception_handler(nats.errors.Error, _on_nats)
+    app.add_exception_handler(NatsError, _on_nats)
     app.add_exception_handler(TimeoutError, _on_nats)
     app.add_middleware(CatchAllMiddleware)
 

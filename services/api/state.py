@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Annotated, Final
 
 from fastapi import Depends, Request
-from nats.js.kv import KeyValue
 from pydantic import Field
 from pydantic_core import from_json
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.errors import InvalidInputError
 from services.api.metrics import ApiMetrics
 from services.bus import KV_IDEMPOTENCY, Bus
+from services.bus.kv import Kv, open_kv
 from services.directory.auth import Authenticator, Principal
 from services.directory.ratelimit import RateLimiter
 from services.directory.records import Directory
@@ -70,7 +70,7 @@ class ApiState:
     limiter: RateLimiter
     directory: Directory
     metrics: ApiMetrics
-    idempotency: KeyValue  # body hashes per Idempotency-Key (services.api.idempotency)
+    idempotency: Kv  # body hashes per Idempotency-Key (services.api.idempotency)
 
     @classmethod
     async def open(cls, bus: Bus, settings: ApiSettings, metrics: ApiMetrics) -> ApiState:
@@ -84,7 +84,7 @@ class ApiState:
             limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
             directory=await Directory.open(bus),
             metrics=metrics,
-            idempotency=await bus.kv(KV_IDEMPOTENCY),
+            idempotency=await open_kv(bus, KV_IDEMPOTENCY),
         )
 
     async def close(self) -> None:

@@ -1,7 +1,9 @@
 """The only package that talks to NATS.
 
-Connection, embedded server, topology, consumer loops, acknowledgements, KV and stream
-reads, failure policy, the AsyncAPI export.
+Connection, embedded server, topology, consumer loops, acknowledgements, typed KV buckets
+(:mod:`services.bus.kv`), stream reads and the message type (:mod:`services.bus.streams`),
+the ``$KV.``/``$JS.API.`` subjects (:mod:`services.bus.apisubjects`), failure policy, the
+AsyncAPI export.
 
 Everything above it (directory, pipeline, digest, the faces, the runtime) reaches NATS
 through these modules. It imports nothing of ``services`` outside itself.

@@ -6,8 +6,8 @@ the CloudEvents envelope with that kind's ``data``) plus ``event.schema.json`` (
 declarations :meth:`services.bus.Bus.ensure_topology` makes on the server
 (:mod:`services.bus.topology`): a *send* operation per stream subject and a *receive*
 operation per durable consumer (on its filter, or on each subject of its stream), and the
-payloads from the models in :mod:`schemas`. Nothing in it is declared a second time, so it cannot drift from the
-streams and consumers, nor from the models.
+payloads from the models in :mod:`schemas`. Nothing in it is declared a second time, so
+it cannot drift from the streams and consumers, nor from the models.
 """
 
 from __future__ import annotations

@@ -78,14 +78,16 @@ class Bus:
         state = {"errors": 0, "closing": 0}
 
         async def on_error(exc: Exception) -> None:
+            if not reconnect:
+                return  # the caller gets the error itself (a CLI command: one line)
             # nats-py's default prints a traceback per reconnect attempt: one line instead.
             state["errors"] += 1
             if state["errors"] in (1, 10) or state["errors"] % 100 == 0:
                 log.warning("nats: %s", _redact(str(exc) or type(exc).__name__))
 
         async def on_disconnect() -> None:
-            if state.get("closing"):
-                return
+            if state.get("closing") or not reconnect:
+                return  # closing on purpose, or not reconnecting: nothing to announce
             log.warning("nats: disconnected from %s, reconnecting", _redact(url))
 
         async def on_reconnect() -> None:

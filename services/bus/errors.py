@@ -11,7 +11,7 @@ connection closed, reconnecting, draining, stale,
 no servers, no responders, JetStream unavailable    :class:`BusUnavailableError`
 ``nats.js.errors.KeyNotFoundError``, ``NotFoundError``  :class:`NotFoundError`
 ``nats.js.errors.KeyWrongLastSequenceError``        :class:`ConflictError`
-``nats.js.errors.BadRequestError``, bad subject      :class:`InvalidInputError`
+``nats.js.errors.BadRequestError``, bad subject/key  :class:`InvalidInputError`
 any other ``nats.errors.Error``                      :class:`BusUnavailableError`
 ==================================================  =========================
 
@@ -41,6 +41,7 @@ _TABLE: Final[dict[type[BaseException], type[ImpactbusError]]] = {
     nats.js.errors.NotFoundError: NotFoundError,
     nats.js.errors.BadRequestError: InvalidInputError,
     nats.errors.BadSubjectError: InvalidInputError,
+    nats.js.errors.InvalidKeyError: InvalidInputError,
     nats.js.errors.ServiceUnavailableError: BusUnavailableError,
     nats.errors.NoRespondersError: BusUnavailableError,
     nats.errors.TimeoutError: BusUnavailableError,
@@ -88,3 +89,8 @@ def map_nats_errors() -> Iterator[None]:
         if mapped is None or mapped is exc:
             raise
         raise mapped from exc
+
+
+NatsError: Final = nats.errors.Error
+"""The base of nats-py's errors, for a last-resort handler above the bus (an HTTP app's
+exception handlers) that must still recognise one a code path did not translate."""

@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, Field
 
 from notifiers.base import TransientDeliveryError
-from schemas.errors import InvalidSubjectError
+from schemas.errors import BusUnavailableError, InvalidSubjectError
 from schemas.subjects import TOKEN_RE, dead_subject, parse_event_subject
 
 log = logging.getLogger("impactbus.failures")
@@ -57,6 +57,7 @@ TRANSIENT: Final = (
     nats.errors.ConnectionReconnectingError,
     nats.errors.ConnectionDrainingError,
     nats.js.errors.ServiceUnavailableError,
+    BusUnavailableError,
     TransientDeliveryError,
 )
 

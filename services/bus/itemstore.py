@@ -28,6 +28,7 @@ from nats.aio.client import Client
 from schemas.subjects import is_wildcard
 from services.bus import Bus
 from services.bus.acks import PerConnection, RawHeaders, ReplyInbox, within
+from services.bus.apisubjects import direct_get
 from services.bus.natsclient import header_value, inline_status, parse_headers
 
 EOB_STATUS = "204"
@@ -167,9 +168,7 @@ class _Reader:
         read = self._reads[token] = _Read(subject, batch, up_to_seq)
         req = {"seq": start, "next_by_subj": subject, "batch": batch}
         try:
-            await self._nc.publish(
-                f"$JS.API.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=reply
-            )
+            await self._nc.publish(direct_get(stream), json.dumps(req).encode(), reply=reply)
             more = await within(read.done, wait_s, f"no answer from stream {stream} in time")
             return read.out, more
         finally:

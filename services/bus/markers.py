@@ -22,6 +22,8 @@ from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from services.bus.acks import RawHeaders, ReplyInbox, within
+from services.bus.apisubjects import direct_get, kv_prefix, kv_stream
+from services.bus.errors import hub_error
 from services.bus.natsclient import parse_headers
 
 MAX_BATCH: Final = 256
@@ -54,8 +56,8 @@ class KeyLookup:
 
     def __init__(self, nc: Client, bucket: str, *, timeout_s: float = 2.0) -> None:
         self._nc = nc
-        self._api = f"$JS.API.DIRECT.GET.KV_{bucket}"
-        self._prefix = f"$KV.{bucket}."
+        self._api = direct_get(kv_stream(bucket))
+        self._prefix = kv_prefix(bucket)
         self._timeout_s = timeout_s
         self._waiting: dict[str, list[asyncio.Future[Entry | None]]] = {}
         self._flush_scheduled = False
@@ -67,8 +69,8 @@ class KeyLookup:
         """Whether ``key`` has a current value.
 
         Raises:
-            TimeoutError: the server did not answer in time.
-            nats.errors.Error: the request could not be sent.
+            BusUnavailableError: the server did not answer in time, or the request could
+                not be sent.
         """
         entry = await self.last(key)
         return entry is not None and entry.value is not None
@@ -77,8 +79,8 @@ class KeyLookup:
         """The last entry of ``key`` (value ``None`` if deleted), ``None`` if it never had one.
 
         Raises:
-            TimeoutError: the server did not answer in time.
-            nats.errors.Error: the request could not be sent.
+            BusUnavailableError: the server did not answer in time, or the request could
+                not be sent.
         """
         future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append(future)
@@ -103,10 +105,12 @@ class KeyLookup:
         try:
             found = await self._query(keys)
         except (TimeoutError, nats.errors.Error) as exc:
+            # the callers sit above the bus: they get the hub's error
+            mapped = hub_error(exc) or exc
             for futures in waiting.values():
                 for f in futures:
                     if not f.done():
-                        f.set_exception(exc)
+                        f.set_exception(mapped)
             return
         for key, futures in waiting.items():
             for f in futures:

@@ -14,7 +14,10 @@ from typing import Generic, TypeVar
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
+
+from services.bus.apisubjects import kv_all, kv_prefix, kv_stream
+from services.bus.kv import Kv
 
 log = logging.getLogger("impactbus.watch")
 T = TypeVar("T")
@@ -25,7 +28,7 @@ class KvMirror(Generic[T]):
 
     def __init__(
         self,
-        kv: KeyValue,
+        kv: Kv,
         parse: Callable[[bytes], T],
         on_change: Callable[[str, T | None, T | None], None] | None = None,
         *,
@@ -67,12 +70,11 @@ class KvMirror(Generic[T]):
         change), applied in its callback: nats-py's ``KeyWatcher`` goes through a queue and
         an ``Entry`` object per key, which costs more than the parse when 100,000 keys load.
         """
-        bucket = self._kv._name
-        self._prefix = f"$KV.{bucket}."
-        js: JetStreamContext = self._kv._js
-        self._sub = await js.subscribe(
-            f"$KV.{bucket}.>",
-            stream=f"KV_{bucket}",
+        bucket = self._kv.bucket
+        self._prefix = kv_prefix(bucket)
+        self._sub = await self._kv.js.subscribe(
+            kv_all(bucket),
+            stream=kv_stream(bucket),
             ordered_consumer=True,
             deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
             cb=self._on_msg,
@@ -104,7 +106,7 @@ class KvMirror(Generic[T]):
             try:
                 new = self._parse(value)
             except ValueError as exc:
-                log.warning("ignoring unreadable %s entry %r: %s", self._kv._name, key, exc)
+                log.warning("ignoring unreadable %s entry %r: %s", self._kv.bucket, key, exc)
                 return
             if self._keep:
                 self._items[key] = new
@@ -119,7 +121,7 @@ class KvMirror(Generic[T]):
                 await sub.unsubscribe()
 
 
-async def snapshot(kv: KeyValue) -> dict[str, bytes]:
+async def snapshot(kv: Kv) -> dict[str, bytes]:
     """Every current key and value of ``kv``, read once (deleted keys left out).
 
     One ordered consumer over the bucket (last value per key), not a key listing followed

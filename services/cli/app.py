@@ -567,10 +567,9 @@ def tail(
     count: Annotated[int | None, typer.Option(help="exit after N events")] = None,
 ) -> None:
     """Print events live as they are posted (Ctrl-C to stop)."""
-    from nats.js import api
-
     from schemas.subjects import validate_pattern
     from services.bus import EVENTS
+    from services.bus.streams import follow
 
     try:
         validate_pattern(pattern)
@@ -579,26 +578,16 @@ def tail(
 
     async def body(bus: Any) -> None:
         seen = 0
-        policy = api.DeliverPolicy.NEW
-        opt_start: int | None = None
-        if last:
-            info = await bus.js.stream_info(EVENTS)
-            opt_start = max(1, info.state.last_seq - last + 1)
-            policy = api.DeliverPolicy.BY_START_SEQUENCE
-        sub = await bus.js.subscribe(
-            pattern,
-            stream=EVENTS,
-            ordered_consumer=True,
-            deliver_policy=policy,
-            config=api.ConsumerConfig(opt_start_seq=opt_start),
-        )
+        events = await follow(bus, EVENTS, pattern, last=last)
         typer.echo(f"watching {pattern} (Ctrl-C to stop)", err=True)
-        async for msg in sub.messages:
-            typer.echo(_event_line(msg.subject, msg.data))
-            seen += 1
-            if count is not None and seen >= count:
-                break
-        await sub.unsubscribe()
+        try:
+            async for msg in events:
+                typer.echo(_event_line(msg.subject, msg.data))
+                seen += 1
+                if count is not None and seen >= count:
+                    break
+        finally:
+            await events.aclose()
 
     run(body)
 

@@ -27,9 +27,6 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final, Literal
 
-import nats.js.errors
-from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from ulid import ULID
@@ -43,9 +40,12 @@ from schemas.subjects import dead_subject, delivery_subject, digest_subject, tic
 from schemas.targets import CHANNELS, Channel
 from services.bus import DIGESTS, KV_DIGEST_STATE, KV_RECIPIENTS, SCHEDULES, Bus
 from services.bus.acks import ack_mux
+from services.bus.apisubjects import stream_purge
 from services.bus.failures import DEFAULT_POLICY, Failures, RetryPolicy
 from services.bus.itemstore import StoredMsg, read_subject, split_digest_item
+from services.bus.kv import Kv, is_refused, open_kv
 from services.bus.markers import KeyLookup
+from services.bus.streams import Msg
 from services.bus.watch import KvMirror
 from services.digest.schedule import period_key, schedule_headers
 from services.digest.slack import digest_blocks, fallback_text
@@ -135,8 +135,8 @@ class DigestService:
     def __init__(
         self,
         bus: Bus,
-        recipients: KeyValue,
-        state: KeyValue,
+        recipients: Kv,
+        state: Kv,
         *,
         links: LinkMaker = no_links,
         settings: DigestSettings | None = None,
@@ -176,8 +176,8 @@ class DigestService:
         """A service over the hub's buckets (call :meth:`start` to follow recipients)."""
         return cls(
             bus,
-            await bus.kv(KV_RECIPIENTS),
-            await bus.kv(KV_DIGEST_STATE),
+            await open_kv(bus, KV_RECIPIENTS),
+            await open_kv(bus, KV_DIGEST_STATE),
             links=links,
             settings=settings,
             render_email=render_email,
@@ -323,9 +323,7 @@ class DigestService:
         tokens = [await self._cas_publish(recipient.id, done, revision)]
         if items:
             purge = {"filter": subject, "seq": through + 1}
-            tokens.append(
-                await mux.request(f"$JS.API.STREAM.PURGE.{DIGESTS}", json.dumps(purge).encode())
-            )
+            tokens.append(await mux.request(stream_purge(DIGESTS), json.dumps(purge).encode()))
         outcomes = await mux.answers(tokens, ACK_WAIT_S)
         if len(outcomes) > 1 and isinstance(outcomes[1], BaseException):
             log.warning(
@@ -335,7 +333,7 @@ class DigestService:
                 outcomes[1],
             )
         marked = outcomes[0]
-        if isinstance(marked, BaseException) and not isinstance(marked, nats.js.errors.APIError):
+        if isinstance(marked, BaseException) and not is_refused(marked):
             raise marked  # not known to be marked: the retried tick sees what it is
         # A resumed run whose digest was already queued (by the run that was killed, or by
         # one still going in another process) finishes its work but did not send it.
@@ -430,7 +428,7 @@ class DigestService:
 
     # The state is read with the batched lookup (the concurrent runs of a tick burst share
     # one request) and written with a plain publish carrying the expected last revision,
-    # acknowledged through the connection's multiplexer: what ``KeyValue.get``/``update``
+    # acknowledged through the connection's multiplexer: what ``Kv.get``/``update``
     # do, without a request, inbox future and timeout per call.
 
     async def _state(self, recipient_id: str) -> tuple[dict[str, Any], int]:
@@ -439,7 +437,7 @@ class DigestService:
         A deleted state reads as empty, with the revision of the delete to write after.
         """
         if self._lookup is None:
-            self._lookup = KeyLookup(self.bus.nc, self.state._name)
+            self._lookup = KeyLookup(self.bus.nc, self.state.bucket)
         entry = await self._lookup.last(recipient_id)
         if entry is None:
             return {}, 0
@@ -456,7 +454,7 @@ class DigestService:
         [outcome] = await mux.gather(
             [await self._cas_publish(recipient_id, value, revision)], ACK_WAIT_S
         )
-        if isinstance(outcome, nats.js.errors.APIError):  # another run wrote first
+        if is_refused(outcome):  # another run wrote first
             return None
         if isinstance(outcome, BaseException):
             raise outcome
@@ -465,7 +463,7 @@ class DigestService:
     async def _cas_publish(self, recipient_id: str, value: dict[str, Any], revision: int) -> str:
         """Send the write of :meth:`_cas`; its token, for the connection's ack mux."""
         return await ack_mux(self.bus.nc).publish(
-            f"$KV.{self.state._name}.{recipient_id}",
+            self.state.subject(recipient_id),
             json.dumps(value).encode(),
             {"Nats-Expected-Last-Subject-Sequence": str(revision)},
         )

@@ -36,9 +36,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
-import nats.errors
-import nats.js.errors
-from nats.js.kv import KeyValue
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.errors import ImpactbusError, InvalidInputError, NotFoundError
@@ -46,6 +43,7 @@ from schemas.events import describe
 from schemas.subjects import EVENTS_ROOT, EventKind, validate_pattern
 from schemas.text import Line, Token
 from services.bus import KV_TOKENS, Bus
+from services.bus.kv import Kv, open_kv
 from services.bus.watch import KvMirror, snapshot
 from services.directory.ratelimit import RateLimiter
 
@@ -231,14 +229,14 @@ async def create_token(
         )
     except ValidationError as exc:
         raise InvalidInputError(describe(exc)) from None
-    kv = await bus.kv(KV_TOKENS)
+    kv = await open_kv(bus, KV_TOKENS)
     await kv.create(token_id, record.model_dump_json().encode())
     return token_id, f"{PREFIX}_{token_id}_{secret}"
 
 
 async def list_tokens(bus: Bus) -> list[TokenRecord]:
     """Every token record (revoked ones included), oldest first."""
-    values = await snapshot(await bus.kv(KV_TOKENS))
+    values = await snapshot(await open_kv(bus, KV_TOKENS))
     records = [TokenRecord.model_validate_json(v) for v in values.values()]
     return sorted(records, key=lambda r: r.created_at)
 
@@ -251,10 +249,10 @@ async def revoke_token(bus: Bus, token_id: str) -> TokenRecord:
     """
     if not re.fullmatch(_ID_RE, token_id):
         raise NotFoundError(f"no token {token_id!r} (ids are 16 hex digits)")
-    kv = await bus.kv(KV_TOKENS)
+    kv = await open_kv(bus, KV_TOKENS)
     try:
         entry = await kv.get(token_id)
-    except nats.js.errors.KeyNotFoundError:
+    except NotFoundError:
         raise NotFoundError(f"no token {token_id!r}") from None
     assert entry.value is not None
     record = TokenRecord.model_validate_json(entry.value)
@@ -276,9 +274,7 @@ class Authenticator:
     flood of KV requests.
     """
 
-    def __init__(
-        self, mirror: KvMirror[TokenRecord], kv: KeyValue, lookups_per_s: float = 20
-    ) -> None:
+    def __init__(self, mirror: KvMirror[TokenRecord], kv: Kv, lookups_per_s: float = 20) -> None:
         self._mirror = mirror
         self._kv = kv
         self._lookups = RateLimiter(lookups_per_s, lookups_per_s)
@@ -286,7 +282,7 @@ class Authenticator:
     @classmethod
     async def open(cls, bus: Bus) -> Authenticator:
         """An authenticator following ``bus``'s ``tokens`` bucket (call :meth:`start`)."""
-        kv = await bus.kv(KV_TOKENS)
+        kv = await open_kv(bus, KV_TOKENS)
         return cls(KvMirror(kv, TokenRecord.model_validate_json), kv)
 
     async def start(self) -> None:
@@ -321,7 +317,7 @@ class Authenticator:
     async def _lookup(self, token_id: str) -> TokenRecord | None:
         try:
             entry = await self._kv.get(token_id)
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+        except ImpactbusError:
             return None  # not found, deleted, or NATS unreachable: unknown either way
         try:
             return TokenRecord.model_validate_json(entry.value or b"")

@@ -17,16 +17,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, TypeVar
 
-import nats.js.errors
-from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from schemas.directory import Recipient, Subscription
-from schemas.errors import ImpactbusError, InvalidInputError, NotFoundError
+from schemas.errors import ConflictError, ImpactbusError, InvalidInputError, NotFoundError
 from schemas.events import describe, invalid_fields
 from schemas.subjects import validate_token
 from schemas.targets import Channel
 from services.bus import KV_RECIPIENTS, KV_SUBSCRIPTIONS, Bus
+from services.bus.kv import Kv, open_kv
 from services.bus.watch import snapshot
 
 log = logging.getLogger("impactbus.directory")
@@ -115,14 +114,14 @@ class RecipientUpdate:
 class Directory:
     """CRUD over the ``recipients`` and ``subscriptions`` buckets."""
 
-    def __init__(self, recipients: KeyValue, subscriptions: KeyValue) -> None:
+    def __init__(self, recipients: Kv, subscriptions: Kv) -> None:
         self.recipients = recipients
         self.subscriptions = subscriptions
 
     @classmethod
     async def open(cls, bus: Bus) -> Directory:
         """The directory of the hub behind ``bus``."""
-        return cls(await bus.kv(KV_RECIPIENTS), await bus.kv(KV_SUBSCRIPTIONS))
+        return cls(await open_kv(bus, KV_RECIPIENTS), await open_kv(bus, KV_SUBSCRIPTIONS))
 
     # ------------------------------------------------------------------ recipients
 
@@ -166,7 +165,7 @@ class Directory:
             recipient = recipient.model_copy(update={"created": datetime.now(UTC)})
         try:
             await self.recipients.create(recipient.id, _stored(recipient))
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except ConflictError:
             raise RecipientExistsError(recipient.id) from None
         return recipient
 
@@ -219,7 +218,7 @@ class Directory:
                 await self.subscriptions.delete(sub.id)
             try:
                 await self.recipients.update(recipient_id, _stored(updated), last=revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
+            except ConflictError:
                 continue  # changed meanwhile: merge into the new value
             changed = [
                 name
@@ -234,7 +233,7 @@ class Directory:
     async def _recipient_entry(self, recipient_id: str) -> tuple[Recipient, int]:
         try:
             entry = await self.recipients.get(recipient_id)
-        except nats.js.errors.KeyNotFoundError:
+        except NotFoundError:
             raise NotFoundError(f"no recipient {recipient_id!r}") from None
         assert entry.value is not None
         assert entry.revision is not None
@@ -249,7 +248,7 @@ class Directory:
         validate_token(recipient_id, "recipient id")
         try:
             entry = await self.recipients.get(recipient_id)
-        except nats.js.errors.KeyNotFoundError:
+        except NotFoundError:
             raise NotFoundError(f"no recipient {recipient_id!r}") from None
         assert entry.value is not None
         try:
@@ -325,7 +324,7 @@ class Directory:
         """
         try:
             entry = await self.subscriptions.get(sub_id)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.InvalidKeyError):
+        except NotFoundError:  # an invalid key is not found either
             raise NotFoundError(f"no subscription {sub_id!r}") from None
         assert entry.value is not None
         try:
@@ -357,7 +356,7 @@ class Directory:
         return [s for s in subs if recipient is None or s.recipient == recipient]
 
 
-async def _items(kv: KeyValue) -> list[tuple[str, bytes]]:
+async def _items(kv: Kv) -> list[tuple[str, bytes]]:
     """Every current (key, value) of ``kv``, by key."""
     found = await snapshot(kv)
     return [(k, found[k]) for k in sorted(found)]

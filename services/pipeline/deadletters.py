@@ -31,19 +31,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 from pydantic import ValidationError
 
 from schemas.delivery import Delivery
 from schemas.directory import Recipient
-from schemas.errors import InvalidInputError, NotFoundError
+from schemas.errors import BusUnavailableError, ConflictError, InvalidInputError, NotFoundError
 from schemas.events import describe
 from schemas.subjects import DEAD_ROOT, delivery_subject, log_subject, validate_token
 from schemas.targets import CHANNELS, Channel
-from services.bus import DEAD, DELIVERIES, DELIVERY_LOG, KV_RECIPIENTS, Bus
+from services.bus import DEAD, DELIVERIES, DELIVERY_LOG, KV_RECIPIENTS, Bus, map_nats_errors
+from services.bus.kv import open_kv
+from services.bus.streams import read_subject
 from services.directory.records import Directory
-from services.pipeline.deliverylog import read_subject
 
 
 @dataclass(frozen=True)
@@ -186,8 +185,9 @@ async def get_dead(bus: Bus, seq: int) -> DeadLetter:
     if seq < 1:
         raise InvalidInputError(f"dead letter number {seq}: use the number `dead list` shows")
     try:
-        msg = await bus.js.get_msg(DEAD, seq)
-    except nats.js.errors.NotFoundError:
+        with map_nats_errors():
+            msg = await bus.js.get_msg(DEAD, seq)
+    except NotFoundError:
         raise NotFoundError(f"no dead letter {seq} (see `impactbus dead list`)") from None
     assert msg.subject is not None
     return parse_dead_letter(seq, msg.subject, msg.data or b"")
@@ -280,7 +280,7 @@ async def _replay(bus: Bus, letter: DeadLetter) -> None:
             await bus.nc.publish(subject, json.dumps(undo).encode())
         raise
     # NotFound: replayed by someone else at the same time; the msg id made it one job.
-    with contextlib.suppress(nats.js.errors.NotFoundError):
+    with contextlib.suppress(NotFoundError), map_nats_errors():
         await bus.js.delete_msg(DEAD, letter.seq)
 
 
@@ -315,11 +315,11 @@ async def enable_channel(bus: Bus, recipient_id: str, channel: str) -> tuple[Rec
     if channel not in CHANNELS:
         raise InvalidInputError(f"unknown channel {channel!r}: use one of {', '.join(CHANNELS)}")
     validate_token(recipient_id, "recipient id")
-    kv = await bus.kv(KV_RECIPIENTS)
+    kv = await open_kv(bus, KV_RECIPIENTS)
     for _ in range(10):
         try:
             entry = await kv.get(recipient_id)
-        except nats.js.errors.KeyNotFoundError:
+        except NotFoundError:
             raise NotFoundError(f"no recipient {recipient_id!r}") from None
         assert entry.value is not None
         recipient = Recipient.model_validate_json(entry.value)
@@ -329,7 +329,7 @@ async def enable_channel(bus: Bus, recipient_id: str, channel: str) -> tuple[Rec
         updated = recipient.model_copy(update={"disabled_channels": kept})
         try:
             await kv.update(recipient_id, updated.model_dump_json().encode(), last=entry.revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except ConflictError:
             continue
         return updated, True
     raise InvalidInputError(f"{recipient_id!r} keeps changing: try again")
@@ -338,7 +338,7 @@ async def enable_channel(bus: Bus, recipient_id: str, channel: str) -> tuple[Rec
 async def _recipient(bus: Bus, recipient_id: str) -> Recipient | None:
     try:
         return await (await Directory.open(bus)).get_recipient(recipient_id)
-    except (NotFoundError, InvalidInputError, TimeoutError, nats.errors.Error):
+    except (NotFoundError, InvalidInputError, BusUnavailableError):
         return None
 
 

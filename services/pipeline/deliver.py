@@ -50,19 +50,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import nats.errors
-import nats.js.errors
-from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notifiers.base import Notifier, PermanentDeliveryError, TransientDeliveryError
 from schemas.delivery import Delivery, DeliveryResult
+from schemas.errors import BusUnavailableError, ImpactbusError
 from schemas.events import describe
 from schemas.subjects import dead_subject, delivery_subject, log_subject
-from services.bus import DELIVERIES, KV_RECIPIENTS, KV_SENT, Bus
-from services.bus.acks import publish_acked
+from services.bus import DELIVERIES, KV_RECIPIENTS, KV_SENT, Bus, map_nats_errors
 from services.bus.failures import (
     Failures,
     RetryPolicy,
@@ -70,7 +66,9 @@ from services.bus.failures import (
     encode_dead_letter,
     message_initiative,
 )
+from services.bus.kv import Kv, open_kv, publish_put
 from services.bus.markers import KeyLookup
+from services.bus.streams import Msg, consumer_ack_wait
 from services.pipeline.notices import disable_target, owner_notice, owner_of
 from services.pipeline.router import dead_letter
 from services.pipeline.threads import Threads
@@ -110,8 +108,8 @@ class DeliveryWorker:
         bus: Bus,
         notifier: Notifier,
         retry: RetryPolicy,
-        sent: KeyValue,
-        recipients: KeyValue,
+        sent: Kv,
+        recipients: Kv,
         *,
         threads: Threads | None = None,
         ack_wait_s: float | None = None,
@@ -121,7 +119,7 @@ class DeliveryWorker:
         self.channel = notifier.channel
         self.retry = retry
         self.sent_kv = sent
-        self.presence = KeyLookup(bus.nc, sent._name)
+        self.presence = KeyLookup(bus.nc, sent.bucket)
         self.recipients_kv = recipients
         self.threads = threads
         self.heartbeat_s = max(0.1, (ack_wait_s or bus.settings.ack_wait_s) / 3)
@@ -144,16 +142,14 @@ class DeliveryWorker:
     @classmethod
     async def open(cls, bus: Bus, notifier: Notifier, retry: RetryPolicy) -> DeliveryWorker:
         """A worker over the hub's ``sent``, ``recipients`` and ``threads`` buckets."""
-        ack_wait: float | None = None
-        with contextlib.suppress(TimeoutError, nats.errors.Error):
-            info = await bus.js.consumer_info(DELIVERIES, notifier.channel)
-            ack_wait = info.config.ack_wait  # the consumer's, which may predate the settings
+        # the consumer's, which may predate the settings
+        ack_wait = await consumer_ack_wait(bus, DELIVERIES, notifier.channel)
         return cls(
             bus,
             notifier,
             retry,
-            await bus.kv(KV_SENT),
-            await bus.kv(KV_RECIPIENTS),
+            await open_kv(bus, KV_SENT),
+            await open_kv(bus, KV_RECIPIENTS),
             threads=await Threads.open(bus),
             ack_wait_s=ack_wait,
         )
@@ -279,7 +275,7 @@ class DeliveryWorker:
         """
         try:
             return await self.presence.present(job_id)
-        except (TimeoutError, nats.errors.Error) as exc:
+        except BusUnavailableError as exc:
             log.warning("%s: cannot check the sent marker of %s: %s", self.channel, job_id, exc)
             return None
 
@@ -293,14 +289,14 @@ class DeliveryWorker:
         # the send that already happened: retried for a few seconds (a server restart),
         # then given up.
         deadline = time.monotonic() + MARKER_BUDGET_S
-        subject = f"$KV.{self.sent_kv._name}.{job_id}"
+        subject = self.sent_kv.subject(job_id)
         while True:
             left = deadline - time.monotonic()
             try:
                 # the KV put as a plain JetStream publish through the shared ack multiplexer
                 payload = (provider_id or "").encode()
-                await publish_acked(self.bus.nc, subject, payload, None, max(left, 0.1))
-            except (TimeoutError, nats.errors.Error) as exc:
+                await publish_put(self.bus, subject, payload, max(left, 0.1))
+            except ImpactbusError as exc:
                 if left <= 0.3:
                     log.warning("%s: no sent marker for %s: %s", self.channel, job_id, exc)
                     return
@@ -371,12 +367,13 @@ class DeliveryWorker:
             log.warning("%s: nobody to tell that %s was disabled", self.channel, recipient.id)
             return
         try:
-            await self.bus.js.publish(
-                delivery_subject("email", notice.event.initiative),
-                notice.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": notice.job_id},
-            )
-        except (TimeoutError, nats.errors.Error) as exc:
+            with map_nats_errors():
+                await self.bus.js.publish(
+                    delivery_subject("email", notice.event.initiative),
+                    notice.model_dump_json().encode(),
+                    headers={"Nats-Msg-Id": notice.job_id},
+                )
+        except ImpactbusError as exc:
             log.warning("%s: could not queue the notice to %s: %s", self.channel, owner.id, exc)
             return
         self.counts["notices"] += 1

@@ -18,62 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
-
-import nats.errors
-from nats.js import api
 
 from schemas.errors import NotFoundError
 from schemas.subjects import log_subject
 from services.bus import DELIVERY_LOG, Bus
+from services.bus.streams import read_subject
 
 Record = dict[str, Any]
-
-
-async def read_subject(
-    bus: Bus, stream: str, subject: str, *, batch: int = 256, within: float = 10.0
-) -> list[tuple[int, str, bytes]]:
-    """Every message of ``stream`` on ``subject`` (wildcards allowed), oldest first.
-
-    Reads for at most ``within`` seconds through a short-lived ephemeral pull consumer
-    (no acks, in memory) that is deleted afterwards: one round trip per ``batch``
-    messages.
-
-    Returns:
-        (stream sequence, subject, data) of each message.
-    """
-    config = api.ConsumerConfig(
-        ack_policy=api.AckPolicy.NONE,
-        deliver_policy=api.DeliverPolicy.ALL,
-        inactive_threshold=60.0,
-        mem_storage=True,
-        num_replicas=1,
-    )
-    sub = await bus.js.pull_subscribe(subject, stream=stream, config=config)
-    out: list[tuple[int, str, bytes]] = []
-    name: str | None = None
-    try:
-        info = await sub.consumer_info()
-        name = info.name
-        remaining = int(info.num_pending or 0)
-        deadline = time.monotonic() + within
-        while remaining > 0 and time.monotonic() < deadline:
-            try:
-                msgs = await sub.fetch(min(batch, remaining), timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                break  # deleted (replayed, purged) since we counted
-            for m in msgs:
-                out.append((m.metadata.sequence.stream, m.subject, m.data))
-            remaining -= len(msgs)
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-        if name:
-            with contextlib.suppress(Exception):
-                await bus.js.delete_consumer(stream, name)
-    return out
 
 
 async def read_log(bus: Bus, event_id: str) -> list[Record]:

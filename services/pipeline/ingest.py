@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import nats.errors
-import nats.js.errors
-
 from schemas.errors import BusUnavailableError
 from schemas.events import Event
-from services.bus import EVENTS, Bus
+from services.bus import EVENTS, Bus, hub_error
 from services.bus.acks import ack_mux
 
 RETRIES = 3
@@ -60,7 +57,9 @@ async def publish_events(bus: Bus, events: list[Event]) -> list[Published]:
                     e.model_dump_json().encode(),
                     {"Nats-Msg-Id": e.key, "Nats-Expected-Stream": EVENTS},
                 )
-            except nats.errors.Error as exc:
+            except Exception as exc:
+                if hub_error(exc) is None:
+                    raise  # not the bus: a bug, not an outage
                 error = exc
                 break
             sent.append((i, token))

@@ -20,15 +20,14 @@ import re
 from datetime import datetime
 from typing import Final
 
-import nats.js.errors
-from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from schemas.delivery import Delivery
 from schemas.directory import Recipient
-from schemas.errors import InvalidInputError
+from schemas.errors import ConflictError, InvalidInputError, NotFoundError
 from schemas.events import new_event
 from schemas.targets import EmailTarget
+from services.bus.kv import Kv
 
 log = logging.getLogger("impactbus.notices")
 
@@ -37,7 +36,7 @@ NOTICE_SOURCE: Final = "urn:impactbus:hub"
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-async def disable_target(recipients: KeyValue, failed: Delivery) -> tuple[Recipient, int] | None:
+async def disable_target(recipients: Kv, failed: Delivery) -> tuple[Recipient, int] | None:
     """Disable the channel of ``failed``'s target for its recipient, unless it already is.
 
     Nothing changes when the recipient is gone, the channel is already disabled, or the
@@ -52,7 +51,7 @@ async def disable_target(recipients: KeyValue, failed: Delivery) -> tuple[Recipi
     for _ in range(10):  # compare-and-set: retry when another change came first
         try:
             entry = await recipients.get(failed.recipient)
-        except nats.js.errors.KeyNotFoundError:
+        except NotFoundError:
             return None
         assert entry.value is not None
         recipient = Recipient.model_validate_json(entry.value)
@@ -70,13 +69,13 @@ async def disable_target(recipients: KeyValue, failed: Delivery) -> tuple[Recipi
             revision = await recipients.update(
                 recipient.id, updated.model_dump_json().encode(), last=entry.revision
             )
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except ConflictError:
             continue
         return recipient, revision
     return None
 
 
-async def owner_of(recipients: KeyValue, recipient: Recipient) -> Recipient:
+async def owner_of(recipients: Kv, recipient: Recipient) -> Recipient:
     """The recipient named as ``recipient``'s owner, or ``recipient`` itself."""
     if not recipient.owner or recipient.owner == recipient.id:
         return recipient
@@ -84,7 +83,7 @@ async def owner_of(recipients: KeyValue, recipient: Recipient) -> Recipient:
         entry = await recipients.get(recipient.owner)
         assert entry.value is not None
         return Recipient.model_validate_json(entry.value)
-    except (nats.js.errors.KeyNotFoundError, ValidationError):
+    except (NotFoundError, ValidationError):
         log.warning("no owner %r for %s: telling the recipient", recipient.owner, recipient.id)
         return recipient
 

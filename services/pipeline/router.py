@@ -26,9 +26,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from nats.aio.msg import Msg
-from nats.js.kv import KeyValue
-
 from schemas.directory import Recipient, version_of
 from schemas.errors import InvalidInputError
 from schemas.events import Event, parse_event
@@ -48,6 +45,8 @@ from services.bus.failures import (
     message_initiative,
 )
 from services.bus.itemstore import digest_item
+from services.bus.kv import Kv, open_kv
+from services.bus.streams import Msg
 from services.bus.watch import KvMirror
 from services.directory.matching import Route, SubscriptionIndex
 
@@ -60,8 +59,8 @@ class Router:
     def __init__(
         self,
         bus: Bus,
-        subscriptions: KeyValue,
-        recipients: KeyValue,
+        subscriptions: Kv,
+        recipients: Kv,
         *,
         failures: Failures | None = None,
     ) -> None:
@@ -85,7 +84,10 @@ class Router:
             failures: how events whose routing raised are settled (the hub's policy).
         """
         return cls(
-            bus, await bus.kv(KV_SUBSCRIPTIONS), await bus.kv(KV_RECIPIENTS), failures=failures
+            bus,
+            await open_kv(bus, KV_SUBSCRIPTIONS),
+            await open_kv(bus, KV_RECIPIENTS),
+            failures=failures,
         )
 
     async def start(self) -> None:

@@ -24,12 +24,10 @@ import logging
 from collections import OrderedDict
 from typing import Final
 
-import nats.errors
-import nats.js.errors
-from nats.js.kv import KeyValue
-
 from schemas.delivery import Delivery, DeliveryResult
+from schemas.errors import BusUnavailableError, ConflictError, NotFoundError
 from services.bus import KV_THREADS, Bus
+from services.bus.kv import Kv, open_kv
 
 log = logging.getLogger("impactbus.threads")
 
@@ -56,7 +54,7 @@ def thread_key(delivery: Delivery) -> str | None:
 class Threads:
     """Looks up and records the first message of each thread."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: Kv) -> None:
         self.kv = kv
         # A thread's first message never changes once recorded: remember the ones seen,
         # so a busy topic costs one lookup per target, not one per message.
@@ -71,7 +69,7 @@ class Threads:
     @classmethod
     async def open(cls, bus: Bus) -> Threads:
         """The threads of the hub behind ``bus``."""
-        return cls(await bus.kv(KV_THREADS))
+        return cls(await open_kv(bus, KV_THREADS))
 
     async def attach(self, delivery: Delivery) -> Delivery:
         """``delivery`` with ``reply_to`` set if its thread already has a first message."""
@@ -82,9 +80,9 @@ class Threads:
         if first is None:
             try:
                 entry = await self.kv.get(key)
-            except nats.js.errors.KeyNotFoundError:
+            except NotFoundError:
                 return delivery
-            except (TimeoutError, nats.errors.Error) as exc:
+            except BusUnavailableError as exc:
                 log.warning("threads: cannot look up %s (%s); sending unthreaded", key, exc)
                 return delivery
             first = _decode(entry.value)
@@ -108,10 +106,10 @@ class Threads:
             # The dev outbox's Slack "ts" is a job id, not a real ts: never thread on it.
             return False
         value = json.dumps({"ref": result.provider_id, "job_id": delivery.job_id}).encode()
-        with contextlib.suppress(TimeoutError, nats.errors.Error):
+        with contextlib.suppress(BusUnavailableError):
             try:
                 await self.kv.create(key, value)
-            except nats.js.errors.KeyWrongLastSequenceError:
+            except ConflictError:
                 return False  # another worker's message was first
             self._remember(key, (result.provider_id, delivery.job_id))
             return True

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo
 
-import nats.errors
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,6 +36,7 @@ from schemas.subjects import EventKind
 from schemas.targets import Channel
 from schemas.text import Line, Token
 from services.bus import EVENTS, Bus
+from services.bus.streams import last_data
 from services.directory.records import Directory
 from services.pipeline.ingest import publish_events
 
@@ -190,11 +190,8 @@ def story_events(story: Story, now: datetime) -> list[Event]:
 
 async def _loaded_before(bus: Bus, events: list[Event]) -> bool:
     for subject in {e.nats_subject for e in events}:
-        try:
-            msg = await bus.js.get_last_msg(EVENTS, subject)
-        except (nats.errors.Error, TimeoutError):
-            continue
-        if msg.data and json.loads(msg.data).get("source") == SOURCE:
+        data = await last_data(bus, EVENTS, subject)
+        if data and json.loads(data).get("source") == SOURCE:
             return True
     return False
 

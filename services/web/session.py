@@ -20,11 +20,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Final
 
-import nats.errors
 from fastapi import Request
 from starlette.responses import Response
 
+from schemas.errors import ImpactbusError
 from services.bus import KV_TOKENS
+from services.bus.kv import open_kv
 from services.directory.auth import PermissionDeniedError, Principal, TokenRecord
 from services.directory.links import LinkError
 from services.web.state import WebState
@@ -85,10 +86,9 @@ async def current_session(request: Request, web: WebState) -> Session | None:
 
 
 async def _record(web: WebState, token_id: str) -> TokenRecord | None:
-    kv = await web.bus.kv(KV_TOKENS)
     try:
-        entry = await kv.get(token_id)
-    except (nats.errors.Error, TimeoutError):
+        entry = await (await open_kv(web.bus, KV_TOKENS)).get(token_id)
+    except ImpactbusError:  # unknown, or NATS is away: no session either way
         return None
     return TokenRecord.model_validate_json(entry.value) if entry.value else None
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated, Final
 
-import nats.errors
 from fastapi import Depends, Request
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +26,7 @@ from schemas.events import Event, parse_event
 from schemas.subjects import EVENT_KINDS, event_subject
 from services.api.state import api_state
 from services.bus import EVENTS, Bus
+from services.bus.streams import last_data, stored_subjects
 from services.config import HubSettings
 from services.directory.auth import Authenticator
 from services.directory.links import LinkSigner
@@ -81,12 +81,11 @@ class WebState:
 
     async def latest(self, subject: str) -> Event | None:
         """The newest event stored on ``subject`` (a concrete event subject), if any."""
-        try:
-            msg = await self.bus.js.get_last_msg(EVENTS, subject)
-        except (nats.errors.Error, TimeoutError):  # no such subject, or NATS is away
+        data = await last_data(self.bus, EVENTS, subject)
+        if data is None:  # no such subject, or NATS is away
             return None
         try:
-            return parse_event(msg.data or b"")
+            return parse_event(data)
         except ValueError:
             return None
 
@@ -115,11 +114,10 @@ class WebState:
     async def initiatives(self) -> list[str]:
         """Initiatives that have events in the stream (plus the configured ones), by id."""
         found = set(self.settings.initiatives)
-        try:
-            info = await self.bus.js.stream_info(EVENTS, subjects_filter="impact.>")
-        except (nats.errors.Error, TimeoutError):
+        subjects = await stored_subjects(self.bus, EVENTS, "impact.>")
+        if subjects is None:
             return sorted(found)
-        for subject in (info.state.subjects or {}) if info.state else {}:
+        for subject in subjects:
             parts = subject.split(".")
             if len(parts) == 4:
                 found.add(parts[1])

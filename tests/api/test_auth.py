@@ -9,6 +9,7 @@ import pytest
 
 from schemas.errors import InvalidInputError, InvalidSubjectError, NotFoundError
 from services.bus import KV_TOKENS, Bus, NatsSettings
+from services.bus.kv import open_kv
 from services.bus.watch import KvMirror
 from services.directory.auth import (
     AuthenticationError,
@@ -116,7 +117,7 @@ def test_rate_limiter_disabled() -> None:
 
 async def test_tokens_are_stored_hashed(bus: Bus) -> None:
     token_id, token = await create_token(bus, "partner", ["somerville"], "maria", "portal")
-    entry = await (await bus.kv(KV_TOKENS)).get(token_id)
+    entry = await (await open_kv(bus, KV_TOKENS)).get(token_id)
     assert entry.value is not None
     assert split_token(token)[1].encode() not in entry.value
     [record] = await list_tokens(bus)
@@ -185,7 +186,7 @@ async def until_status(api: Api, token: str, status: int, timeout: float = 5.0) 
 
 
 async def test_a_token_the_mirror_has_not_seen_is_looked_up_within_a_budget(bus: Bus) -> None:
-    kv = await bus.kv(KV_TOKENS)
+    kv = await open_kv(bus, KV_TOKENS)
     auth = Authenticator(KvMirror(kv, TokenRecord.model_validate_json), kv, lookups_per_s=2)
     # never started: the mirror knows no token, as right after another process created one
     _, token = await create_token(bus, "system", ["somerville"])

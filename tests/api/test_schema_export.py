@@ -49,8 +49,8 @@ def test_kind_models_accept_their_events_only() -> None:
 def _payload_names(doc: dict[str, Any], channel: dict[str, Any]) -> set[str]:
     """The model names a channel's messages carry (one, or the members of a union)."""
     names: set[str] = set()
-    for ref in channel["messages"].values():
-        message = doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[1]]
+    for link in channel["messages"].values():
+        message = doc["components"]["messages"][link["$ref"].rsplit("/", 1)[1]]
         ref = message["payload"]["$ref"].rsplit("/", 1)[1]
         schema = doc["components"]["schemas"][ref]
         members = schema.get("anyOf") or schema.get("oneOf") or [{"$ref": f"/{ref}"}]

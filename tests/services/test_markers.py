@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import nats.errors
 import pytest
 
+from schemas.errors import BusUnavailableError
 from services.bus import KV_SENT, Bus, EmbeddedNats, NatsSettings
 from services.bus.markers import MAX_BATCH, Entry, KeyLookup
 
@@ -63,7 +63,7 @@ async def test_a_bucket_that_cannot_answer_fails_the_lookup_instead_of_guessing(
     try:
         # no topology: the bucket's stream does not exist, the server answers "no responders"
         presence = KeyLookup(bus.nc, "nosuchbucket", timeout_s=0.5)
-        with pytest.raises(nats.errors.Error, match="503"):
+        with pytest.raises(BusUnavailableError, match="503"):
             await presence.present("job")
         await presence.close()
     finally:

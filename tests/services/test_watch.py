@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.bus import KV_SUBSCRIPTIONS, Bus
+from services.bus.kv import open_kv
 from services.bus.watch import KvMirror, snapshot
 
 KEYS = 300
@@ -10,7 +11,7 @@ ROUNDS = 30
 
 
 async def _fill(bus: Bus) -> None:
-    kv = await bus.kv(KV_SUBSCRIPTIONS)
+    kv = await open_kv(bus, KV_SUBSCRIPTIONS)
     for i in range(KEYS):
         await kv.put(f"k{i:04d}", f"value {i}".encode())
     await kv.delete("k0000")
@@ -18,7 +19,7 @@ async def _fill(bus: Bus) -> None:
 
 async def test_a_snapshot_read_right_after_writes_has_every_key(bus: Bus) -> None:
     await _fill(bus)
-    kv = await bus.kv(KV_SUBSCRIPTIONS)
+    kv = await open_kv(bus, KV_SUBSCRIPTIONS)
 
     # the values travel behind the consumer-info reply now and then; read many times so a
     # load that ends early (nats-py's watcher did) shows up as a short read
@@ -32,7 +33,7 @@ async def test_a_snapshot_read_right_after_writes_has_every_key(bus: Bus) -> Non
 
 async def test_a_mirror_is_ready_only_with_every_key_loaded(bus: Bus) -> None:
     await _fill(bus)
-    kv = await bus.kv(KV_SUBSCRIPTIONS)
+    kv = await open_kv(bus, KV_SUBSCRIPTIONS)
 
     sizes = set()
     for _ in range(ROUNDS):
@@ -45,4 +46,4 @@ async def test_a_mirror_is_ready_only_with_every_key_loaded(bus: Bus) -> None:
 
 
 async def test_an_empty_bucket_snapshots_empty(bus: Bus) -> None:
-    assert await snapshot(await bus.kv(KV_SUBSCRIPTIONS)) == {}
+    assert await snapshot(await open_kv(bus, KV_SUBSCRIPTIONS)) == {}
