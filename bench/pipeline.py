@@ -7,7 +7,7 @@ Measured in one run, on one nats-server started here:
 * same NATS work: what one delivery costs NATS in the hub, done by a bare nats-py loop
   with no rendering, validation or logic (job publish, fetch, one batched marker lookup
   per fetch, outbox record publish, marker put, ack, log record): the ceiling for any
-  hub that keeps the delivery guarantees of issue #4;
+  hub that keeps the delivery guarantees (none lost, at most one duplicate per crash);
 * hub: N events, each fanned out to 10 email recipients, through the real router and
   email delivery worker (dev outbox as the sink: each delivery is rendered as the email it
   would be and stored in the OUTBOX stream) — once with router and worker in one process

@@ -2,7 +2,8 @@
 
 :func:`compose_email` is pure: it renders the event's document once per (event,
 locale, timezone) and reuses it for every recipient, splicing in only the recipient's
-footer (FIELD-NOTES: render once per event, not once per recipient).
+footer: the render costs more than the send, so it happens once per event, not once
+per recipient.
 
 Untrusted strings never reach a header unsanitised. Python 3.11's ``email`` package
 decodes RFC 2047 encoded words on assignment, so a title such as

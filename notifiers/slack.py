@@ -6,7 +6,7 @@ field 2000, 50 blocks). Every untrusted string in ``mrkdwn`` goes through
 :func:`escape_mrkdwn`, and ``link_names`` is never set, so user text cannot mention
 ``@channel`` or a person, nor make a link.
 
-:class:`SlackNotifier` keeps one client with one aiohttp session (FIELD-NOTES: ~4x the
+:class:`SlackNotifier` keeps one client with one aiohttp session (about 4x the
 throughput of a session per call) and lets slack-sdk's ``AsyncRateLimitErrorRetryHandler``
 honour 429 + ``Retry-After``. Errors are translated at one boundary (:func:`_slack_errors`).
 """

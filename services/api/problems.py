@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.errors import (
     BusUnavailableError,
+    ConflictError,
     ImpactbusError,
     InvalidInputError,
     NotFoundError,
@@ -41,19 +42,21 @@ log = logging.getLogger("impactbus.api")
 PROBLEM_JSON: Final = "application/problem+json"
 
 # most specific first: the first class an error is an instance of decides
-STATUS: Final[tuple[tuple[type[ImpactbusError], int], ...]] = (
-    (MalformedRequestError, 400),
-    (BodyTooLargeError, 413),
-    (UnsupportedMediaTypeError, 415),
-    (InvalidInputError, 422),
-    (AuthenticationError, 401),
-    (PermissionDeniedError, 403),
-    (NotFoundError, 404),
-    (IdempotencyKeyReusedError, 409),
-    (UnreadableRecordError, 409),
-    (RateLimitedError, 429),
-    (BusUnavailableError, 503),
-)
+STATUS: Final[dict[type[ImpactbusError], int]] = {
+    MalformedRequestError: 400,
+    BodyTooLargeError: 413,
+    UnsupportedMediaTypeError: 415,
+    InvalidInputError: 422,
+    AuthenticationError: 401,
+    PermissionDeniedError: 403,
+    NotFoundError: 404,
+    IdempotencyKeyReusedError: 409,
+    UnreadableRecordError: 409,
+    RateLimitedError: 429,
+    BusUnavailableError: 503,
+    ConflictError: 409,
+}
+"""HTTP status per error type, looked up along the raised type's MRO (most specific first)."""
 
 
 class Problem(BaseModel):
@@ -73,10 +76,7 @@ def problem(status: int, detail: str, headers: Mapping[str, str] | None = None) 
 
 def status_of(exc: ImpactbusError) -> int:
     """The HTTP status of one of the hub's errors."""
-    for cls, status in STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 500
+    return next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 500)
 
 
 def _headers(exc: ImpactbusError) -> dict[str, str]:

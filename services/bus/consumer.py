@@ -3,8 +3,9 @@
 Why not faststream's ``PullSub`` here: its batch mode waits up to its timeout to fill a
 batch (latency at low rates), and its per-batch ack policy cannot ack one message, nak
 another with a delay and term a third. nats-py's ``fetch`` returns as soon as messages are
-available, so these loops fetch in batches and settle each message themselves. See
-FIELD-NOTES for the figures.
+available, so these loops fetch in batches and settle each message themselves (measured
+here: faststream ``PullSub(100)`` reaches about 0.4 of raw JetStream end to end, with a
+batch handler about 0.8).
 
 * :func:`run_batches` hands each fetched batch to one handler (the router: order kept).
 * :func:`run_each` runs one task per message with at most ``max_in_flight`` at once and

@@ -295,7 +295,7 @@ async def purge(bus: Bus, *, reason: str | None = None, initiative: str | None =
     if not msgs:
         return 0
     last = msgs[-1][0]
-    # purge removes the subject's messages *below* seq (FIELD-NOTES): last + 1 keeps later ones
+    # purge removes the subject's messages *below* seq: last + 1 keeps later ones
     await bus.js.purge_stream(DEAD, subject=subject, seq=last + 1)
     return len(msgs)
 
