@@ -29,6 +29,7 @@ from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import Report, num
 from schemas.events import new_event
 from services.bus import EVENTS, Bus, EmbeddedNats, NatsSettings, free_port
 from services.directory.auth import create_token
@@ -252,6 +253,20 @@ async def main(args: argparse.Namespace) -> None:
                 print(
                     f"{label:<48}{median(rates[name]):>11,.0f}{median(ratios[name]):>8.2f}   {per}"
                 )
+            report = Report("ingest")
+            raw = median(rates["raw"])
+            report.add(labels(args)["raw"], num(raw, "events/s"))
+            for name, target in (("single", 1_500), ("batch", 15_000)):
+                rate = median(rates[name])
+                report.add(
+                    labels(args)[name],
+                    num(rate, "events/s"),
+                    baseline=f"raw {num(raw, '/s')}",
+                    ratio=median(ratios[name]),
+                    target=f">= {target:,}/s",
+                    ok=rate >= target,
+                )
+            report.print("Ingest (medians of the rounds)")
             await bus.close()
         finally:
             if child is not None:
