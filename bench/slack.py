@@ -156,7 +156,7 @@ async def raw_client(port: int, messages: list[dict[str, Any]], senders: int) ->
 
 def hub_settings(port: int, *, paced: bool = True) -> Any:
     """The hub's Slack settings; ``paced=False`` turns off per-channel pacing."""
-    from notifiers.slack import SlackSettings
+    from notifiers.settings import SlackSettings
 
     extra = {} if paced else {"per_channel_per_s": 0}
     return SlackSettings(token=TOKEN, api_url=f"http://127.0.0.1:{port}/api/", **extra)

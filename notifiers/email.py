@@ -34,12 +34,10 @@ from email.policy import Policy
 from email.utils import format_datetime, parseaddr
 from functools import lru_cache
 from html import escape
-from typing import ClassVar, Final, Literal, NamedTuple
+from typing import ClassVar, Final, NamedTuple
 
 import aiosmtplib
 from markupsafe import Markup
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notifiers.base import (
     LinkMaker,
@@ -50,6 +48,7 @@ from notifiers.base import (
     no_links,
 )
 from notifiers.render import render
+from notifiers.settings import SmtpSettings
 from notifiers.text import bar, local_time, metric_progress, number, with_unit, zone
 from schemas.delivery import Delivery, DeliveryResult
 from schemas.events import Event, MeetingNotes, MetricUpdate, Milestone, Update
@@ -64,34 +63,6 @@ SUBJECT_MAX: Final = 180
 # C0, DEL, C1 (includes NEL U+0085) and the Unicode line/paragraph separators: all of
 # them split lines somewhere (str.splitlines, mail clients), so none may enter a header.
 _LINE_BREAKERS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-
-
-class SmtpSettings(BaseSettings):
-    """How to reach the SMTP relay (``IMPACTBUS_SMTP_*``; sender: ``IMPACTBUS_EMAIL_FROM``)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="IMPACTBUS_SMTP_",
-        env_file=".env",
-        extra="ignore",
-        validate_by_name=True,
-        validate_by_alias=True,
-    )
-
-    host: str | None = Field(None, description="unset: email goes to the dev outbox")
-    port: int = Field(587, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = Field(None, repr=False)
-    tls: Literal["none", "starttls", "tls"] = "starttls"
-    timeout: float = Field(15, gt=0, description="seconds, per SMTP command")
-    pool_size: int = Field(8, ge=1, le=64)
-    from_address: str = Field(
-        "impactbus <noreply@impactbus.invalid>", validation_alias="IMPACTBUS_EMAIL_FROM"
-    )
-
-    @property
-    def configured(self) -> bool:
-        """Whether a relay is configured (otherwise the dev outbox is used)."""
-        return bool(self.host)
 
 
 # --------------------------------------------------------------------------- presentation

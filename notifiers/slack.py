@@ -20,8 +20,7 @@ from datetime import UTC, datetime
 from typing import ClassVar, Final, NotRequired, TypedDict
 
 import aiohttp
-from pydantic import Field, JsonValue, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import JsonValue
 from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -36,6 +35,7 @@ from notifiers.base import (
     no_links,
 )
 from notifiers.email import KIND_LABELS, STATUS_LABELS, headline
+from notifiers.settings import SlackSettings
 from notifiers.text import local_time, metric_progress, with_unit, zone
 from schemas.delivery import Delivery, DeliveryResult
 from schemas.events import Event, MeetingNotes, MetricUpdate, Milestone, Update
@@ -63,27 +63,6 @@ TRANSIENT_ERRORS: Final = frozenset(
 )
 
 Block = dict[str, JsonValue]
-
-
-class SlackSettings(BaseSettings):
-    """How to reach Slack (``IMPACTBUS_SLACK_*``)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="IMPACTBUS_SLACK_", env_file=".env", extra="ignore"
-    )
-
-    token: SecretStr | None = Field(None, repr=False, description="bot token; unset: outbox")
-    api_url: str = "https://slack.com/api/"
-    timeout: int = Field(15, ge=1, description="seconds per API call")
-    rate_limit_retries: int = Field(2, ge=0, le=10, description="429 retries per message")
-    per_channel_per_s: float = Field(
-        1.0, ge=0, description="posts per second per conversation (Slack: ~1); 0: no pacing"
-    )
-
-    @property
-    def configured(self) -> bool:
-        """Whether a token is set (otherwise the dev outbox is used)."""
-        return self.token is not None and bool(self.token.get_secret_value())
 
 
 class SlackMessage(TypedDict):

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from notifiers.base import Notifier
-from notifiers.email import EmailNotifier, SmtpSettings
-from notifiers.slack import SlackNotifier, SlackSettings
-from notifiers.webhook import WebhookNotifier, WebhookSettings, verify
-from notifiers.webhook_secrets import SecretStoreSettings
+from notifiers.email import EmailNotifier
+from notifiers.settings import SecretStoreSettings, SlackSettings, SmtpSettings, WebhookSettings
+from notifiers.slack import SlackNotifier
+from notifiers.webhook import WebhookNotifier
+from notifiers.webhook_signing import verify
 from schemas.delivery import Delivery
 from schemas.directory import Recipient
 from schemas.events import new_event
