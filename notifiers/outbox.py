@@ -1,7 +1,7 @@
 """The dev outbox: what would have been sent, recorded in the ``OUTBOX`` stream.
 
 With no SMTP relay or Slack token configured, the hub still composes every message
-exactly as it would send it (:func:`~notifiers.email.email_parts`,
+exactly as it would send it (:func:`~notifiers.email.compose.email_parts`,
 :func:`~notifiers.slack.compose_slack`) and publishes it as JSON to ``outbox.<channel>``
 (stream ``OUTBOX``, declared in ``services.bus``) with ``Nats-Msg-Id`` = the job id,
 so a retried job is recorded once. The notifier knows no bus: it is handed a
@@ -20,7 +20,7 @@ from typing import ClassVar, Final
 from pydantic import JsonValue
 
 from notifiers.base import LinkMaker, NotifierBase, TransientDeliveryError
-from notifiers.email import email_parts
+from notifiers.email.compose import email_parts
 from notifiers.slack import compose_slack
 from schemas.delivery import Delivery, DeliveryResult
 from schemas.errors import ImpactbusError, InvalidInputError

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from notifiers.base import LinkMaker, Notifier
-from notifiers.email import EmailNotifier
+from notifiers.email.smtp import EmailNotifier
 from notifiers.outbox import OutboxNotifier, Publish
 from notifiers.settings import SecretStoreSettings, SlackSettings, SmtpSettings, WebhookSettings
 from notifiers.slack import SlackNotifier

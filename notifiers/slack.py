@@ -34,7 +34,7 @@ from notifiers.base import (
     TransientDeliveryError,
     no_links,
 )
-from notifiers.email import KIND_LABELS, STATUS_LABELS, headline
+from notifiers.presentation import KIND_LABELS, STATUS_LABELS, headline
 from notifiers.settings import SlackSettings
 from notifiers.text import local_time, metric_progress, with_unit, zone
 from schemas.delivery import Delivery, DeliveryResult
