@@ -20,7 +20,7 @@ from notifiers.base import LinkMaker, Notifier
 from notifiers.email.smtp import EmailNotifier
 from notifiers.outbox import OutboxNotifier, Publish
 from notifiers.settings import SecretStoreSettings, SlackSettings, SmtpSettings, WebhookSettings
-from notifiers.slack import SlackNotifier
+from notifiers.slack.client import SlackNotifier
 from notifiers.webhook import SecretStore, WebhookNotifier
 from schemas.errors import InvalidInputError
 
