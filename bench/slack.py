@@ -184,7 +184,7 @@ async def hub_under_limit(port: int, items: list[Any], budget: float) -> dict[st
     """Hand every item to the hub at once; retry transient failures like deliver.py does."""
     from notifiers.base import TransientDeliveryError
     from notifiers.slack import SlackNotifier
-    from services.pipeline.deliver import RetryPolicy
+    from services.bus.failures import RetryPolicy
 
     policy = RetryPolicy()  # the hub's defaults: base 2 s, cap 900 s, 8 attempts
     out: dict[str, Any] = {"transient": 0, "delivered": 0, "gave_up": 0, "attempts": 0}
