@@ -134,7 +134,8 @@ async def raw_pool(port: int, jobs: list[tuple[str, Any]], pool: int, *, flat: b
 
 async def hub_notifier(port: int, items: list[Any], pool: int, senders: int) -> float:
     """Seconds for the hub's EmailNotifier to send ``items`` from ``senders`` coroutines."""
-    from notifiers.email import EmailNotifier, SmtpSettings
+    from notifiers.email import EmailNotifier
+    from notifiers.settings import SmtpSettings
 
     settings = SmtpSettings(
         host="127.0.0.1", port=port, tls="none", pool_size=pool, from_address=SENDER

@@ -156,7 +156,7 @@ async def raw_client(port: int, messages: list[dict[str, Any]], senders: int) ->
 
 def hub_settings(port: int, *, paced: bool = True) -> Any:
     """The hub's Slack settings; ``paced=False`` turns off per-channel pacing."""
-    from notifiers.slack import SlackSettings
+    from notifiers.settings import SlackSettings
 
     extra = {} if paced else {"per_channel_per_s": 0}
     return SlackSettings(token=TOKEN, api_url=f"http://127.0.0.1:{port}/api/", **extra)
@@ -184,7 +184,7 @@ async def hub_under_limit(port: int, items: list[Any], budget: float) -> dict[st
     """Hand every item to the hub at once; retry transient failures like deliver.py does."""
     from notifiers.base import TransientDeliveryError
     from notifiers.slack import SlackNotifier
-    from services.pipeline.deliver import RetryPolicy
+    from services.bus.failures import RetryPolicy
 
     policy = RetryPolicy()  # the hub's defaults: base 2 s, cap 900 s, 8 attempts
     out: dict[str, Any] = {"transient": 0, "delivered": 0, "gave_up": 0, "attempts": 0}

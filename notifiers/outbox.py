@@ -1,8 +1,8 @@
 """The dev outbox: what would have been sent, recorded in the ``OUTBOX`` stream.
 
 With no SMTP relay or Slack token configured, the hub still composes every message
-exactly as it would send it (:func:`~notifiers.email.email_parts`,
-:func:`~notifiers.slack.compose_slack`) and publishes it as JSON to ``outbox.<channel>``
+exactly as it would send it (:func:`~notifiers.email.compose.email_parts`,
+:func:`~notifiers.slack.blocks.compose_slack`) and publishes it as JSON to ``outbox.<channel>``
 (stream ``OUTBOX``, declared in ``services.bus``) with ``Nats-Msg-Id`` = the job id,
 so a retried job is recorded once. The notifier knows no bus: it is handed a
 :data:`Publish` function (``services.bus.outbox.outbox_publisher`` in the hub, a list in
@@ -20,8 +20,8 @@ from typing import ClassVar, Final
 from pydantic import JsonValue
 
 from notifiers.base import LinkMaker, NotifierBase, TransientDeliveryError
-from notifiers.email import email_parts
-from notifiers.slack import compose_slack
+from notifiers.email.compose import email_parts
+from notifiers.slack.blocks import compose_slack
 from schemas.delivery import Delivery, DeliveryResult
 from schemas.errors import ImpactbusError, InvalidInputError
 from schemas.subjects import outbox_subject

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from notifiers.base import LinkMaker, Notifier
-from notifiers.email import EmailNotifier, SmtpSettings
+from notifiers.email.smtp import EmailNotifier
 from notifiers.outbox import OutboxNotifier, Publish
-from notifiers.slack import SlackNotifier, SlackSettings
-from notifiers.webhook import SecretStore, WebhookNotifier, WebhookSettings
-from notifiers.webhook_secrets import SecretStoreSettings
+from notifiers.settings import SecretStoreSettings, SlackSettings, SmtpSettings, WebhookSettings
+from notifiers.slack.client import SlackNotifier
+from notifiers.webhook import SecretStore, WebhookNotifier
 from schemas.errors import InvalidInputError
 
 

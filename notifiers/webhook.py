@@ -16,10 +16,11 @@ A digest delivery is ``{"type": "org.impactbus.digest", "timestamp": <newest eve
 time>, "data": {"period": "2026-10-01", "subject": ..., "text": <the digest as text>}}``.
 
 The signature is ``base64(HMAC-SHA256(key, "{webhook-id}.{webhook-timestamp}.{body}"))``
-where ``key`` is the base64 text after ``whsec_`` in the secret. Receivers check it with
-:func:`verify` (or any Standard Webhooks library), refuse timestamps more than five
-minutes away and drop repeated ``webhook-id`` values. With two secrets configured (a
-rotation), both signatures are sent, so either secret verifies.
+where ``key`` is the base64 text after ``whsec_`` in the secret (signing and the
+secret format: :mod:`notifiers.webhook_signing`). Receivers check it with
+:func:`~notifiers.webhook_signing.verify` (or any Standard Webhooks library), refuse
+timestamps more than five minutes away and drop repeated ``webhook-id`` values. With two
+secrets configured (a rotation), both signatures are sent, so either secret verifies.
 
 Outcomes of a send:
 
@@ -35,19 +36,14 @@ Outcomes of a send:
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import secrets as random_secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import ClassVar, Final, Protocol
 
 import aiohttp
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from notifiers.base import (
     DeliveryError,
@@ -55,126 +51,15 @@ from notifiers.base import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from notifiers.settings import WebhookSettings
 from notifiers.ssrf import BlockedSocketError, check_address, guarded_connector, parse_host
+from notifiers.webhook_signing import signature_header
 from schemas.delivery import Delivery, DeliveryResult
-from schemas.errors import InvalidInputError
 from schemas.events import TYPE_PREFIX, Event
 from schemas.targets import WebhookTarget
 
-SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - the secret format's prefix, not a secret
 USER_AGENT: Final = "impactbus-webhook/0.1"
 _DRAIN_LIMIT: Final = 64 * 1024
-
-
-def decode_secret(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_<base64>`` secret.
-
-    Raises:
-        ValueError: no ``whsec_`` prefix, bad base64, or a key outside 24 to 64 bytes.
-    """
-    if not secret.startswith(SECRET_PREFIX):
-        raise ValueError(f"a webhook secret starts with {SECRET_PREFIX!r}")
-    try:
-        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
-    except ValueError:
-        raise ValueError("a webhook secret is whsec_ followed by base64") from None
-    if not 24 <= len(key) <= 64:
-        raise ValueError("a webhook secret's key must be 24 to 64 bytes")
-    return key
-
-
-def new_secret() -> str:
-    """A fresh random ``whsec_`` secret (32 bytes)."""
-    return SECRET_PREFIX + base64.b64encode(random_secrets.token_bytes(32)).decode()
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """One Standard Webhooks signature, ``v1,<base64 HMAC-SHA256>``.
-
-    Args:
-        secret: a ``whsec_<base64>`` secret.
-        msg_id: the ``webhook-id`` header.
-        timestamp: the ``webhook-timestamp`` header (unix seconds).
-        body: the exact request body.
-
-    Raises:
-        ValueError: the secret is malformed.
-    """
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(decode_secret(secret), signed, hashlib.sha256).digest()
-    return f"v1,{base64.b64encode(digest).decode()}"
-
-
-def signature_header(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header: one signature per secret, space-separated."""
-    return " ".join(sign(s, msg_id, timestamp, body) for s in secrets)
-
-
-def verify(
-    secrets: Sequence[str],
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    tolerance: float = 300,
-    now: float | None = None,
-) -> None:
-    """Check a received webhook's signature and timestamp, as a receiver would.
-
-    Args:
-        secrets: the secrets any one of which may have signed (old and new in a rotation).
-        headers: the request headers (names in any case).
-        body: the exact request body.
-        tolerance: how many seconds the timestamp may be away from ``now``.
-        now: unix time to compare with; the current time by default.
-
-    Raises:
-        InvalidInputError: a header is missing, the timestamp is out of tolerance, or no
-            signature matches.
-    """
-    lower = {k.lower(): v for k, v in headers.items()}
-    try:
-        msg_id = lower["webhook-id"]
-        timestamp = int(lower["webhook-timestamp"])
-        offered = lower["webhook-signature"].split()
-    except (KeyError, ValueError):
-        raise InvalidInputError("missing or malformed webhook-* headers") from None
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance:
-        raise InvalidInputError(f"webhook-timestamp {timestamp} is outside the tolerance")
-    for secret in secrets:
-        expected = sign(secret, msg_id, timestamp, body)
-        if any(hmac.compare_digest(expected, sig) for sig in offered if sig.startswith("v1,")):
-            return
-    raise InvalidInputError("no webhook-signature matches")
-
-
-class WebhookSettings(BaseSettings):
-    """Settings of the webhook channel (``IMPACTBUS_WEBHOOK_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="IMPACTBUS_WEBHOOK_")
-
-    timeout: float = Field(15.0, gt=0, description="seconds per attempt, connect to response")
-    allow_loopback: bool = Field(False, description="tests only: permit 127.0.0.0/8 and ::1")
-    secret: SecretStr = Field(
-        SecretStr(""),
-        description="comma-separated whsec_ secrets: the first is newest; all are sent",
-    )
-
-    @field_validator("secret")
-    @classmethod
-    def _well_formed(cls, value: SecretStr) -> SecretStr:
-        for secret in _split(value.get_secret_value()):
-            decode_secret(secret)
-        return value
-
-    @property
-    def secrets(self) -> list[str]:
-        """The configured secrets, newest first."""
-        return _split(self.secret.get_secret_value())
-
-
-def _split(value: str) -> list[str]:
-    return [s.strip() for s in value.split(",") if s.strip()]
 
 
 class SecretStore(Protocol):

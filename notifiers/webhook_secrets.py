@@ -29,23 +29,9 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from notifiers.webhook import new_secret
-
-
-class SecretStoreSettings(BaseSettings):
-    """Rotation and storage of per-target secrets (``IMPACTBUS_WEBHOOK_*``)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="IMPACTBUS_WEBHOOK_", env_file=".env", extra="ignore"
-    )
-
-    rotation_grace_h: float = Field(
-        24.0, ge=0, description="hours an old secret stays valid after a rotation"
-    )
-    cache_s: float = Field(5.0, ge=0, description="how long a worker reuses what it read")
+from notifiers.webhook_signing import new_secret
 
 
 class SecretVersion(BaseModel):

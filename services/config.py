@@ -1,7 +1,7 @@
 """Hub-wide settings (``IMPACTBUS_*``) that are not owned by one component.
 
 Component settings live beside their component: ``NatsSettings`` in ``services.bus``,
-``SmtpSettings`` in ``notifiers.email``, ``SlackSettings`` in ``notifiers.slack``...
+the channels' ``SmtpSettings``, ``SlackSettings``... in ``notifiers.settings``.
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from notifiers.email import SmtpSettings
 from notifiers.registry import ChannelSettings
-from notifiers.slack import SlackSettings
-from notifiers.webhook import WebhookSettings
-from notifiers.webhook_secrets import SecretStoreSettings
+from notifiers.settings import SecretStoreSettings, SlackSettings, SmtpSettings, WebhookSettings
 from schemas.directory import TimeZone
 from schemas.errors import InvalidInputError
 from services.bus.failures import RetryPolicy

@@ -18,14 +18,14 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from notifiers.base import TransientDeliveryError
-from notifiers.webhook import new_secret
+from notifiers.settings import SecretStoreSettings
 from notifiers.webhook_secrets import (
-    SecretStoreSettings,
     SecretVersion,
     TargetSecrets,
     entry_key,
     now_utc,
 )
+from notifiers.webhook_signing import new_secret
 from schemas.directory import Recipient
 from schemas.errors import BusUnavailableError, InvalidInputError, NotFoundError
 from services.bus.connection import Bus

@@ -50,8 +50,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
 
 from notifiers.base import Notifier, PermanentDeliveryError, TransientDeliveryError
 from schemas.delivery import Delivery, DeliveryResult
@@ -69,6 +68,7 @@ from services.bus.failures import (
 from services.bus.kv import Kv, open_kv, publish_put
 from services.bus.markers import KeyLookup
 from services.bus.streams import Msg, consumer_ack_wait
+from services.pipeline.heartbeat import Heartbeat
 from services.pipeline.notices import disable_target, owner_notice, owner_of
 from services.pipeline.router import dead_letter
 from services.pipeline.threads import Threads
@@ -77,27 +77,6 @@ log = logging.getLogger("impactbus.deliver")
 
 MARKER_BUDGET_S = 5.0
 """How long a ``sent`` marker write is retried before the job is acked without it."""
-
-
-class RetrySettings(BaseSettings):
-    """``IMPACTBUS_RETRY_BASE_S``, ``_CAP_S``, ``_ATTEMPTS`` and per-channel overrides.
-
-    ``IMPACTBUS_RETRY_CHANNELS='{"slack": {"attempts": 5}}'`` overrides one channel.
-    """
-
-    model_config = SettingsConfigDict(
-        env_prefix="IMPACTBUS_RETRY_", env_file=".env", extra="ignore"
-    )
-
-    base_s: float = Field(2.0, gt=0)
-    cap_s: float = Field(900.0, gt=0)
-    attempts: int = Field(8, ge=1)
-    channels: dict[str, dict[str, float]] = Field(default_factory=dict)
-
-    def for_channel(self, channel: str) -> RetryPolicy:
-        """The policy of one channel."""
-        base = {"base_s": self.base_s, "cap_s": self.cap_s, "attempts": self.attempts}
-        return RetryPolicy.model_validate({**base, **self.channels.get(channel, {})})
 
 
 class DeliveryWorker:
@@ -217,7 +196,7 @@ class DeliveryWorker:
 
     async def _send_and_mark(self, msg: Msg, delivery: Delivery) -> DeliveryResult:
         """Send, then store the ``sent`` marker; in-progress acks while that takes long."""
-        heartbeat = _Heartbeat(msg, self.heartbeat_s)
+        heartbeat = Heartbeat(msg, self.heartbeat_s)
         try:
             async with self._sending or contextlib.nullcontext():
                 result = await self.notifier.send(delivery)
@@ -393,32 +372,6 @@ class DeliveryWorker:
         }
         with contextlib.suppress(Exception):
             await self.bus.nc.publish(log_subject(delivery.event.id), json.dumps(record).encode())
-
-
-class _Heartbeat:
-    """Tells JetStream every ``every_s`` that ``msg`` is still being worked on.
-
-    A timer re-armed on the event loop rather than a task per job: a delivery worker
-    starts thousands of sends a second and most end long before the first beat.
-    """
-
-    __slots__ = ("_every_s", "_handle", "_msg", "_pending")
-
-    def __init__(self, msg: Msg, every_s: float) -> None:
-        self._msg, self._every_s = msg, every_s
-        self._pending: asyncio.Task[None] | None = None
-        self._handle = asyncio.get_running_loop().call_later(every_s, self._beat)
-
-    def _beat(self) -> None:
-        self._pending = asyncio.ensure_future(self._send())
-        self._handle = asyncio.get_running_loop().call_later(self._every_s, self._beat)
-
-    async def _send(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._msg.in_progress()
-
-    def cancel(self) -> None:
-        self._handle.cancel()
 
 
 def _token(reason: str) -> str:

@@ -36,7 +36,8 @@ from services.bus import (
 from services.bus.consumer import ConsumerStats, run_batches, run_each
 from services.bus.failures import Failures
 from services.config import HubSettings, load_channel_settings
-from services.pipeline.deliver import DeliveryWorker, RetrySettings
+from services.pipeline.deliver import DeliveryWorker
+from services.pipeline.retry import RetrySettings
 from services.pipeline.router import Router
 
 log = logging.getLogger("impactbus.hub")

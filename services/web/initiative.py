@@ -20,7 +20,7 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from notifiers.email import headline
+from notifiers.presentation import headline
 from notifiers.render import environment, render
 from schemas.directory import Recipient
 from schemas.errors import InvalidInputError, NotFoundError

@@ -21,9 +21,8 @@ from fastapi import APIRouter, Request
 from pydantic import JsonValue
 from starlette.responses import Response
 
-from notifiers.email import SmtpSettings
 from notifiers.outbox import OUTBOX_CHANNELS, OutboxEntry
-from notifiers.slack import SlackSettings
+from notifiers.settings import SlackSettings, SmtpSettings
 from notifiers.text import local_time
 from services.bus.outbox import read_outbox
 from services.directory.access import foreign_initiatives

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Final
 
-from notifiers.email import KIND_LABELS, STATUS_LABELS, headline, paragraphs
+from notifiers.presentation import KIND_LABELS, STATUS_LABELS, headline, paragraphs
 from notifiers.text import local_time, metric_progress, with_unit
 from schemas.events import Event, MetricUpdate
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from notifiers.webhook import new_secret
+from notifiers.webhook_signing import new_secret
 from services.bus import Bus, NatsSettings
 from tests.e2e.conftest import Hub
 from tests.fakes.slack import SlackFake

@@ -23,7 +23,7 @@ import nats.errors
 import pytest
 from nats.aio.msg import Msg
 
-from notifiers.webhook import new_secret
+from notifiers.webhook_signing import new_secret
 from schemas.directory import Recipient
 from schemas.events import Event, new_event
 from schemas.targets import Channel

@@ -11,12 +11,12 @@ import pytest
 from notifiers.base import Links, PermanentDeliveryError, TransientDeliveryError
 from notifiers.email import (
     EmailNotifier,
-    SmtpSettings,
     compose_email,
     header_text,
     render_bodies,
     subject_line,
 )
+from notifiers.settings import SmtpSettings
 from schemas.delivery import Delivery
 from schemas.events import Update
 from schemas.targets import EmailTarget

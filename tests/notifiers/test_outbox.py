@@ -10,8 +10,9 @@ from notifiers.base import Links, Notifier, TransientDeliveryError, no_links
 from notifiers.email import EmailNotifier, compose_email
 from notifiers.outbox import OutboxNotifier
 from notifiers.registry import Collaborators, build_notifiers
+from notifiers.settings import WebhookSettings
 from notifiers.slack import SlackNotifier, compose_slack
-from notifiers.webhook import SettingsSecretStore, WebhookNotifier, WebhookSettings
+from notifiers.webhook import SettingsSecretStore, WebhookNotifier
 from schemas.errors import BusUnavailableError, InvalidInputError
 from services.bus import Bus
 from services.bus.outbox import outbox_publisher, read_outbox

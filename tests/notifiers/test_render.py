@@ -6,7 +6,8 @@ import pytest
 from markupsafe import Markup
 
 from notifiers.base import Links
-from notifiers.email import FOOTER_SLOT, event_context, paragraphs, render_bodies
+from notifiers.email import FOOTER_SLOT, event_context, render_bodies
+from notifiers.presentation import paragraphs
 from notifiers.render import environment, render
 from notifiers.text import metric_progress, number, with_unit
 from schemas.events import MetricUpdate

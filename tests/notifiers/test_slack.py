@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from notifiers.base import Links, PermanentDeliveryError, TransientDeliveryError
+from notifiers.settings import SlackSettings
 from notifiers.slack import (
     BLOCKS_MAX,
     SECTION_MAX,
     SlackNotifier,
-    SlackSettings,
     chunk_mrkdwn,
     compose_slack,
     escape_mrkdwn,

@@ -18,6 +18,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from notifiers import webhook as webhook_module
 from notifiers.base import PermanentDeliveryError, TransientDeliveryError
+from notifiers.settings import WebhookSettings
 from notifiers.ssrf import (
     BlockedSocketError,
     GuardedResolver,
@@ -26,7 +27,8 @@ from notifiers.ssrf import (
     guarded_socket_factory,
     parse_host,
 )
-from notifiers.webhook import WebhookNotifier, WebhookSettings, new_secret
+from notifiers.webhook import WebhookNotifier
+from notifiers.webhook_signing import new_secret
 from schemas.delivery import Delivery
 from schemas.events import new_event
 from schemas.targets import WebhookTarget

@@ -11,18 +11,15 @@ import pytest
 from pydantic import ValidationError
 
 from notifiers.base import Notifier, PermanentDeliveryError, TransientDeliveryError
+from notifiers.settings import WebhookSettings
 from notifiers.webhook import (
     SettingsSecretStore,
     WebhookNotifier,
-    WebhookSettings,
-    new_secret,
     payload_for,
     retry_after_seconds,
-    sign,
-    signature_header,
     status_error,
-    verify,
 )
+from notifiers.webhook_signing import new_secret, sign, signature_header, verify
 from schemas.delivery import Delivery, Rendered
 from schemas.errors import InvalidInputError
 from schemas.events import new_event, parse_event

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notifiers.webhook import WebhookNotifier, WebhookSettings, new_secret, verify
-from notifiers.webhook_secrets import SecretStoreSettings
+from notifiers.settings import SecretStoreSettings, WebhookSettings
+from notifiers.webhook import WebhookNotifier
+from notifiers.webhook_signing import new_secret, verify
 from schemas.delivery import Delivery
 from schemas.directory import Recipient
 from schemas.errors import BusUnavailableError, InvalidInputError, NotFoundError

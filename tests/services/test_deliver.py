@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from notifiers.base import Notifier
-from notifiers.email import EmailNotifier, SmtpSettings
-from notifiers.slack import SlackNotifier, SlackSettings
-from notifiers.webhook import WebhookNotifier, WebhookSettings, verify
-from notifiers.webhook_secrets import SecretStoreSettings
+from notifiers.email import EmailNotifier
+from notifiers.settings import SecretStoreSettings, SlackSettings, SmtpSettings, WebhookSettings
+from notifiers.slack import SlackNotifier
+from notifiers.webhook import WebhookNotifier
+from notifiers.webhook_signing import verify
 from schemas.delivery import Delivery
 from schemas.directory import Recipient
 from schemas.events import new_event
@@ -28,10 +29,11 @@ from schemas.subjects import delivery_subject
 from schemas.targets import EmailTarget, SlackTarget, WebhookTarget
 from services.bus import DELIVERIES, KV_SENT, Bus
 from services.bus.consumer import run_each
+from services.bus.failures import RetryPolicy
 from services.bus.webhook_secrets import KvSecretStore
 from services.directory.records import Directory
 from services.pipeline.deadletters import DeadLetter, list_dead
-from services.pipeline.deliver import DeliveryWorker, RetryPolicy
+from services.pipeline.deliver import DeliveryWorker
 from services.pipeline.deliverylog import event_log
 from tests.fakes.slack import SlackFake
 from tests.fakes.smtp import SmtpSink

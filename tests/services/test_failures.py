@@ -20,7 +20,8 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js import api
 
-from notifiers.email import EmailNotifier, SmtpSettings
+from notifiers.email import EmailNotifier
+from notifiers.settings import SmtpSettings
 from schemas.delivery import Delivery
 from schemas.events import Event, new_event
 from schemas.subjects import delivery_subject, tick_subject

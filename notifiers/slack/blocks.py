@@ -1,43 +1,21 @@
-"""Slack: Block Kit messages through one shared ``AsyncWebClient``.
+"""Slack Block Kit messages (pure): :func:`compose_slack` and the mrkdwn escaping.
 
-:func:`compose_slack` is pure: a header, the kind's fields and texts, a context line and
-the recipient's links, within Slack's limits (header 150 characters, section text 3000,
-field 2000, 50 blocks). Every untrusted string in ``mrkdwn`` goes through
-:func:`escape_mrkdwn`, and ``link_names`` is never set, so user text cannot mention
-``@channel`` or a person, nor make a link.
-
-:class:`SlackNotifier` keeps one client with one aiohttp session (about 4x the
-throughput of a session per call) and lets slack-sdk's ``AsyncRateLimitErrorRetryHandler``
-honour 429 + ``Retry-After``. Errors are translated at one boundary (:func:`_slack_errors`).
+A header, the kind's fields and texts, a context line and the recipient's links, within
+Slack's limits (header 150 characters, section text 3000, field 2000, 50 blocks). Every
+untrusted string in ``mrkdwn`` goes through :func:`escape_mrkdwn`, and ``link_names`` is
+never set, so user text cannot mention ``@channel`` or a person, nor make a link.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import ClassVar, Final, NotRequired, TypedDict
+from typing import Final, NotRequired, TypedDict
 
-import aiohttp
-from pydantic import Field, JsonValue, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
-from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.web.async_slack_response import AsyncSlackResponse
+from pydantic import JsonValue
 
-from notifiers.base import (
-    LinkMaker,
-    Links,
-    NotifierBase,
-    PermanentDeliveryError,
-    TransientDeliveryError,
-    no_links,
-)
-from notifiers.email import KIND_LABELS, STATUS_LABELS, headline
+from notifiers.base import Links, PermanentDeliveryError
+from notifiers.presentation import KIND_LABELS, STATUS_LABELS, headline
 from notifiers.text import local_time, metric_progress, with_unit, zone
-from schemas.delivery import Delivery, DeliveryResult
+from schemas.delivery import Delivery
 from schemas.events import Event, MeetingNotes, MetricUpdate, Milestone, Update
 from schemas.targets import SlackTarget
 
@@ -46,8 +24,6 @@ SECTION_MAX: Final = 3000
 FIELD_MAX: Final = 2000
 FIELDS_MAX: Final = 10
 BLOCKS_MAX: Final = 50
-_PACE_MARGIN_S: Final = 0.1  # clock differences between us and Slack
-_PACE_MAX_CHANNELS: Final = 10_000
 
 STATUS_EMOJI: Final = {
     "planned": ":calendar:",
@@ -56,34 +32,8 @@ STATUS_EMOJI: Final = {
     "at-risk": ":warning:",
 }
 # Slack error codes that say "this conversation cannot receive": stop sending to it.
-DISABLE_TARGET: Final = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
-# ``ok: false`` answers that describe Slack's side, not ours: worth retrying.
-TRANSIENT_ERRORS: Final = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
 
 Block = dict[str, JsonValue]
-
-
-class SlackSettings(BaseSettings):
-    """How to reach Slack (``IMPACTBUS_SLACK_*``)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="IMPACTBUS_SLACK_", env_file=".env", extra="ignore"
-    )
-
-    token: SecretStr | None = Field(None, repr=False, description="bot token; unset: outbox")
-    api_url: str = "https://slack.com/api/"
-    timeout: int = Field(15, ge=1, description="seconds per API call")
-    rate_limit_retries: int = Field(2, ge=0, le=10, description="429 retries per message")
-    per_channel_per_s: float = Field(
-        1.0, ge=0, description="posts per second per conversation (Slack: ~1); 0: no pacing"
-    )
-
-    @property
-    def configured(self) -> bool:
-        """Whether a token is set (otherwise the dev outbox is used)."""
-        return self.token is not None and bool(self.token.get_secret_value())
 
 
 class SlackMessage(TypedDict):
@@ -252,7 +202,7 @@ def compose_slack(
     Raises:
         PermanentDeliveryError: the target is not a Slack conversation.
     """
-    target = _slack_target(delivery)
+    target = slack_target(delivery)
     thread_ts = thread_ts or delivery.reply_to
     if delivery.rendered is not None and delivery.rendered.blocks:
         # a digest: blocks built (and escaped) once by the digest service
@@ -299,125 +249,12 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _slack_target(delivery: Delivery) -> SlackTarget:
+def slack_target(delivery: Delivery) -> SlackTarget:
+    """The delivery's Slack target.
+
+    Raises:
+        PermanentDeliveryError: the delivery is for another channel.
+    """
     if not isinstance(delivery.target, SlackTarget):
         raise PermanentDeliveryError(f"slack notifier got a {delivery.target.channel} target")
     return delivery.target
-
-
-# --------------------------------------------------------------------------- sending
-
-
-def _retry_after(response: object) -> float | None:
-    headers = getattr(response, "headers", None) or {}
-    try:
-        return float(headers.get("Retry-After", ""))
-    except (TypeError, ValueError):
-        return None
-
-
-@contextlib.contextmanager
-def _slack_errors() -> Iterator[None]:
-    """Translate slack-sdk's and aiohttp's exceptions into delivery errors."""
-    try:
-        yield
-    except SlackApiError as exc:
-        status = int(getattr(exc.response, "status_code", 0) or 0)
-        data = getattr(exc.response, "data", None)
-        error = str(data.get("error") or "") if isinstance(data, dict) else ""
-        detail = f"Slack HTTP {status}: {error or 'error'}"
-        if status == 429 or status >= 500 or error in TRANSIENT_ERRORS:
-            raise TransientDeliveryError(detail, retry_after=_retry_after(exc.response)) from exc
-        raise PermanentDeliveryError(detail, disable_target=error in DISABLE_TARGET) from exc
-    except SlackRequestError as exc:  # the client refused our arguments: a bug, not luck
-        raise PermanentDeliveryError(f"Slack request: {exc}") from exc
-    except (SlackClientError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise TransientDeliveryError(f"Slack: {exc or type(exc).__name__}") from exc
-
-
-class SlackNotifier(NotifierBase):
-    """Posts deliveries with one shared ``AsyncWebClient`` and aiohttp session.
-
-    Args:
-        settings: token, API URL, timeout and how often to retry a 429.
-        links: builds each recipient's footer links.
-    """
-
-    channel: ClassVar[str] = "slack"
-
-    def __init__(self, settings: SlackSettings, links: LinkMaker = no_links) -> None:
-        self._settings = settings
-        self._next_slot: dict[str, float] = {}
-        self._links = links
-        self._session: aiohttp.ClientSession | None = None
-        self._client: AsyncWebClient | None = None
-
-    def _web(self) -> AsyncWebClient:
-        # Created on first use: an aiohttp session belongs to the running event loop.
-        if self._client is None:
-            s = self._settings
-            self._session = aiohttp.ClientSession()
-            self._client = AsyncWebClient(
-                token=s.token.get_secret_value() if s.token else None,
-                base_url=s.api_url,
-                timeout=s.timeout,
-                session=self._session,
-                retry_handlers=[
-                    AsyncRateLimitErrorRetryHandler(max_retry_count=s.rate_limit_retries)
-                ],
-            )
-        return self._client
-
-    async def send(self, delivery: Delivery, *, thread_ts: str | None = None) -> DeliveryResult:
-        """Post one delivery; ``thread_ts`` replies in that thread.
-
-        Raises:
-            TransientDeliveryError: 429 after retries, 5xx, timeout, connection error.
-            PermanentDeliveryError: any other ``ok: false``; ``disable_target`` is set for
-                ``channel_not_found``, ``is_archived`` and ``not_in_channel``.
-        """
-        target = _slack_target(delivery)
-        message = compose_slack(delivery, self._links(delivery), thread_ts=thread_ts)
-        await self._pace(message["channel"])
-        with _slack_errors():
-            response: AsyncSlackResponse = await self._web().chat_postMessage(
-                channel=message["channel"],
-                text=message["text"],
-                blocks=message["blocks"],
-                thread_ts=message.get("thread_ts"),
-                unfurl_links=False,
-                unfurl_media=False,
-            )
-        ts = response.get("ts")
-        return DeliveryResult(
-            channel=self.channel,
-            target=target.key,
-            provider_id=str(ts) if ts else None,
-            sent_at=datetime.now(UTC),
-        )
-
-    async def _pace(self, conversation: str) -> None:
-        """Wait for this conversation's next slot.
-
-        Slack allows about one post per second per channel, and a 429 costs more than
-        waiting. The slot is reserved before sleeping, so concurrent sends to one channel
-        queue up in order. One process paces itself; across processes the rate-limit retry
-        handler is the backstop.
-        """
-        rate = self._settings.per_channel_per_s
-        if rate <= 0:
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        slot = max(now, self._next_slot.get(conversation, now))
-        self._next_slot[conversation] = slot + 1.0 / rate + _PACE_MARGIN_S
-        if len(self._next_slot) > _PACE_MAX_CHANNELS:
-            self._next_slot = {k: v for k, v in self._next_slot.items() if v > now}
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-    async def aclose(self) -> None:
-        """Close the shared aiohttp session."""
-        session, self._session, self._client = self._session, None, None
-        if session is not None:
-            await session.close()
