@@ -1,6 +1,6 @@
 """The HTTP API app and the ``api`` service that serves it.
 
-:func:`create_app` builds a FastAPI app around the process's :class:`~services.runtime.hub.Runtime`
+:func:`create_app` builds a FastAPI app around the process's :class:`~services.config.Runtime`
 (plain FastAPI, our own NATS connection: faststream 0.7's FastAPI integration warns that
 it moved, and the API needs no broker subscriptions). Its lifespan opens the directory
 and starts the token mirror. :func:`run_api` serves it with uvicorn until ``rt.stop`` is
@@ -21,7 +21,7 @@ import importlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import uvicorn
 from fastapi import FastAPI
@@ -34,10 +34,8 @@ from schemas.events import Event
 from services.api import directory, docs_ui, events, feeds, health, problems
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.probes import HubCollector
-from services.api.probes import Runtime as ServiceRuntime
 from services.api.state import ApiSettings, ApiState
-from services.bus import Bus
-from services.config import HubSettings
+from services.config import Runtime
 
 log = logging.getLogger("impactbus.api")
 
@@ -59,17 +57,6 @@ TAGS: Final = [
 GRACEFUL_S: Final = 10
 
 
-class Runtime(Protocol):
-    """What the API needs of :class:`services.runtime.hub.Runtime` (without importing the hub)."""
-
-    @property
-    def bus(self) -> Bus: ...
-    @property
-    def hub(self) -> HubSettings: ...
-    @property
-    def stop(self) -> asyncio.Event: ...
-
-
 def create_app(rt: Runtime, settings: ApiSettings | None = None) -> FastAPI:
     """The API app of one process.
 
@@ -80,9 +67,8 @@ def create_app(rt: Runtime, settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     metrics = ApiMetrics()
     # The other services of this process (router, workers) report through the same /metrics.
-    if isinstance(rt, ServiceRuntime):
-        metrics.hub = HubCollector(rt)
-        metrics.registry.register(metrics.hub)
+    metrics.hub = HubCollector(rt)
+    metrics.registry.register(metrics.hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

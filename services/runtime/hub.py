@@ -13,10 +13,9 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Final
 
-from notifiers.base import LinkMaker, no_links
+from notifiers.base import LinkMaker
 from notifiers.registry import ChannelSettings
 from schemas.errors import ImpactbusError
 from schemas.targets import CHANNELS
@@ -35,27 +34,13 @@ from services.bus import (
 )
 from services.bus.consumer import ConsumerStats, run_batches, run_each
 from services.bus.failures import Failures
-from services.config import HubSettings, load_channel_settings
+from services.config import HubSettings, Runtime, load_channel_settings
 from services.pipeline.deliver import DeliveryWorker, RetrySettings
 from services.pipeline.router import Router
 
 log = logging.getLogger("impactbus.hub")
 
 SERVICES: Final = ("api", "router", *CHANNELS, "digest")
-
-
-@dataclass
-class Runtime:
-    """What the services of one process share."""
-
-    bus: Bus
-    hub: HubSettings
-    stop: asyncio.Event
-    links: LinkMaker = no_links
-    # the channels' settings, read once where the process starts
-    channels: ChannelSettings = field(default_factory=load_channel_settings)
-    stats: dict[str, ConsumerStats] = field(default_factory=dict)
-    counters: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 async def run_router(rt: Runtime) -> None:
