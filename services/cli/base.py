@@ -25,7 +25,7 @@ from schemas.errors import (
 from services.cli.words import FlagMap, explain
 
 if TYPE_CHECKING:
-    from services.bus import HubLocation
+    from services.bus import HubLocation, NatsSettings
     from services.config import HubSettings
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def locate() -> tuple[HubLocation, HubSettings]:
+def locate(nats: NatsSettings | None = None) -> tuple[HubLocation, HubSettings]:
     """The hub this command talks to, and the hub settings with its data dir.
 
     Raises:
@@ -65,7 +65,9 @@ def locate() -> tuple[HubLocation, HubSettings]:
     from services.config import HubSettings
 
     hub = HubSettings()
-    where = locate_hub(NatsSettings(), hub.data_dir, explicit="data_dir" in hub.model_fields_set)
+    where = locate_hub(
+        nats or NatsSettings(), hub.data_dir, explicit="data_dir" in hub.model_fields_set
+    )
     return where, hub.model_copy(update={"data_dir": where.data_dir})
 
 
@@ -80,12 +82,11 @@ def run(fn: Callable[..., Awaitable[T]], *args: Any, flags: FlagMap | None = Non
     from services.bus import Bus, NatsSettings, map_nats_errors
 
     async def main() -> T:
-        where, _ = locate()
+        nats = NatsSettings()  # read once: where the hub is, and how to talk to it
+        where, _ = locate(nats)
         # NATS going away mid-command is one line and exit 3, like not finding it at all
         with map_nats_errors():
-            bus = await Bus.connect(
-                where.nats_url, NatsSettings(), name="impactbus-cli", reconnect=False
-            )
+            bus = await Bus.connect(where.nats_url, nats, name="impactbus-cli", reconnect=False)
             try:
                 await bus.ensure_topology()
                 return await fn(bus, *args)
