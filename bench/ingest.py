@@ -159,16 +159,10 @@ async def one_round(bus: Bus, port: int, token: str, args: argparse.Namespace) -
 
 async def serve(nats_url: str, port: int) -> None:
     from services.api import ApiSettings, run_api
-    from services.config import HubSettings
-
-    class Rt:
-        def __init__(self, bus: Bus) -> None:
-            self.bus = bus
-            self.hub = HubSettings(http_host="127.0.0.1", http_port=port)
-            self.stop = asyncio.Event()
+    from services.config import HubSettings, Runtime
 
     bus = await Bus.connect(nats_url, NatsSettings(url=nats_url))
-    rt = Rt(bus)
+    rt = Runtime(bus, HubSettings(http_host="127.0.0.1", http_port=port), asyncio.Event())
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, rt.stop.set)
     await run_api(rt, settings=ApiSettings(rate_per_s=0))

@@ -1,11 +1,17 @@
-"""Hub-wide settings (``IMPACTBUS_*``) that are not owned by one component.
+"""Hub-wide settings (``IMPACTBUS_*``) that are not owned by one component, and the runtime.
 
 Component settings live beside their component: ``NatsSettings`` in ``services.bus``,
 the channels' ``SmtpSettings``, ``SlackSettings``... in ``notifiers.settings``.
+
+:class:`Runtime` is what the services of one process share. It lives here, the lowest
+layer that knows the bus and the hub settings, so every service above (pipeline, digest,
+API, web) takes it typed without importing the hub that builds it (``services.runtime``).
 """
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -13,10 +19,13 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from notifiers.base import LinkMaker, no_links
 from notifiers.registry import ChannelSettings
 from notifiers.settings import SecretStoreSettings, SlackSettings, SmtpSettings, WebhookSettings
 from schemas.directory import TimeZone
 from schemas.errors import InvalidInputError
+from services.bus import Bus
+from services.bus.consumer import ConsumerStats
 from services.bus.failures import RetryPolicy
 
 
@@ -109,3 +118,29 @@ def load_channel_settings() -> ChannelSettings:
         )
     except ValidationError as exc:
         raise InvalidInputError(_problems(exc)) from None
+
+
+@dataclass
+class Runtime:
+    """What the services of one process share.
+
+    Built once where the process starts (:func:`services.runtime.hub.serve`), from the
+    settings read there, and handed to every service it runs.
+
+    Attributes:
+        bus: the process's NATS connection.
+        hub: the hub settings.
+        stop: set on SIGINT/SIGTERM; every service finishes its in-flight work and returns.
+        links: builds the signed links of messages (preferences, unsubscribe).
+        channels: the channels' settings.
+        stats: per consumer, what it handled and how it failed (health, ``/metrics``).
+        counters: per service, its own counts (routed, sent...) for ``/metrics``.
+    """
+
+    bus: Bus
+    hub: HubSettings
+    stop: asyncio.Event
+    links: LinkMaker = no_links
+    channels: ChannelSettings = field(default_factory=load_channel_settings)
+    stats: dict[str, ConsumerStats] = field(default_factory=dict)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)

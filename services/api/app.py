@@ -1,6 +1,6 @@
 """The HTTP API app and the ``api`` service that serves it.
 
-:func:`create_app` builds a FastAPI app around the process's :class:`~services.runtime.hub.Runtime`
+:func:`create_app` builds a FastAPI app around the process's :class:`~services.config.Runtime`
 (plain FastAPI, our own NATS connection: faststream 0.7's FastAPI integration warns that
 it moved, and the API needs no broker subscriptions). Its lifespan opens the directory
 and starts the token mirror. :func:`run_api` serves it with uvicorn until ``rt.stop`` is
@@ -21,7 +21,7 @@ import importlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import uvicorn
 from fastapi import FastAPI
@@ -34,10 +34,9 @@ from schemas.events import Event
 from services.api import directory, docs_ui, events, feeds, health, problems
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.probes import HubCollector
-from services.api.probes import Runtime as ServiceRuntime
 from services.api.state import ApiSettings, ApiState
-from services.bus import Bus
-from services.config import HubSettings
+from services.config import Runtime
+from services.web.state import WebSettings
 
 log = logging.getLogger("impactbus.api")
 
@@ -59,30 +58,22 @@ TAGS: Final = [
 GRACEFUL_S: Final = 10
 
 
-class Runtime(Protocol):
-    """What the API needs of :class:`services.runtime.hub.Runtime` (without importing the hub)."""
-
-    @property
-    def bus(self) -> Bus: ...
-    @property
-    def hub(self) -> HubSettings: ...
-    @property
-    def stop(self) -> asyncio.Event: ...
-
-
-def create_app(rt: Runtime, settings: ApiSettings | None = None) -> FastAPI:
+def create_app(
+    rt: Runtime, settings: ApiSettings | None = None, web: WebSettings | None = None
+) -> FastAPI:
     """The API app of one process.
 
     Args:
         rt: the process's runtime (its bus is shared with the other services).
         settings: API knobs; default: from ``IMPACTBUS_API_*``.
+        web: the web pages' settings; default: from ``IMPACTBUS_WEB_*``.
     """
     settings = settings or ApiSettings()
+    web = web or WebSettings()
     metrics = ApiMetrics()
     # The other services of this process (router, workers) report through the same /metrics.
-    if isinstance(rt, ServiceRuntime):
-        metrics.hub = HubCollector(rt)
-        metrics.registry.register(metrics.hub)
+    metrics.hub = HubCollector(rt)
+    metrics.registry.register(metrics.hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,7 +94,10 @@ def create_app(rt: Runtime, settings: ApiSettings | None = None) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,  # no OAuth2 flows: bearer tokens only
     )
-    app.state.hub = rt.hub  # for the web pages (links, data dir)
+    # for the web pages: links and data dir, their own knobs, which channels use the outbox
+    app.state.hub = rt.hub
+    app.state.web_settings = web
+    app.state.channels = rt.channels
     problems.install(app)  # first: the metrics middleware wraps it and counts its 500s
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (events, directory, feeds, health, docs_ui):
@@ -191,13 +185,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def run_api(rt: Runtime, *, settings: ApiSettings | None = None) -> None:
+async def run_api(
+    rt: Runtime, *, settings: ApiSettings | None = None, web: WebSettings | None = None
+) -> None:
     """Serve the API on ``rt.hub.http_host:http_port`` until ``rt.stop`` is set.
 
     Raises:
         ImpactbusError: the port is taken, or the app did not start.
     """
-    app = create_app(rt, settings)
+    app = create_app(rt, settings, web)
     sock = _bind(rt.hub.http_host, rt.hub.http_port)
     config = uvicorn.Config(
         app,

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -27,24 +27,9 @@ from prometheus_client.registry import Collector
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.bus import EVENTS, Bus
-from services.bus.consumer import ConsumerStats
+from services.bus import EVENTS
 from services.bus.streams import consumer_counts, readiness
-
-
-@runtime_checkable
-class Runtime(Protocol):
-    """What health needs of :class:`services.runtime.hub.Runtime`."""
-
-    @property
-    def bus(self) -> Bus: ...
-    @property
-    def stop(self) -> asyncio.Event: ...
-    @property
-    def stats(self) -> dict[str, ConsumerStats]: ...
-    @property
-    def counters(self) -> dict[str, dict[str, int]]: ...
-
+from services.config import Runtime
 
 log = logging.getLogger("impactbus.health")
 

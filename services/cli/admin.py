@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from services.cli.base import run
+
 tokens_app = typer.Typer(
     help="Create, list and revoke API tokens (the secret is shown once, at creation).",
     no_args_is_help=True,
@@ -40,7 +42,6 @@ def tokens_create(
     label: Annotated[str | None, typer.Option(help="a note, e.g. 'CRM sync'")] = None,
 ) -> None:
     """Create a token and print it once: store it now, it cannot be shown again."""
-    from services.cli.app import run
     from services.directory.auth import create_token
 
     async def body(bus: Any) -> tuple[str, str]:
@@ -58,7 +59,6 @@ def tokens_list(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """List tokens (ids and scopes; secrets are never stored)."""
-    from services.cli.app import run
     from services.directory.auth import list_tokens
 
     async def body(bus: Any) -> Any:
@@ -82,7 +82,6 @@ def tokens_list(
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: Annotated[str, typer.Argument(metavar="TOKEN_ID")]) -> None:
     """Revoke a token: every API process refuses it within a second."""
-    from services.cli.app import run
     from services.directory.auth import revoke_token
 
     async def body(bus: Any) -> Any:

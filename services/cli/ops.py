@@ -1,8 +1,4 @@
-"""Operations commands: ``dead``, ``log``, ``webhook-secret`` and ``recipients enable``.
-
-Registered on the main app by :mod:`services.cli.app` with one call::
-
-    register(app, recipients_app)
+"""Operations commands: ``dead``, ``log``, ``webhook-secret`` and ``status``.
 
 Like every command, they print one ``error: ...`` line and exit 2 for bad input or
 something that does not exist, 3 when the hub cannot be reached.
@@ -17,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from services.cli.base import fail, run
+
 if TYPE_CHECKING:
     from services.bus import Bus
     from services.pipeline.deadletters import DeadLetter
@@ -30,16 +28,7 @@ webhook_secret_app = typer.Typer(
 )
 
 
-def register(app: typer.Typer, recipients_app: typer.Typer) -> None:
-    """Add this module's commands to the ``impactbus`` app and its ``recipients`` group."""
-    app.add_typer(dead_app, name="dead")
-    app.add_typer(webhook_secret_app, name="webhook-secret")
-    app.command("log")(delivery_log)
-    recipients_app.command("enable")(recipients_enable)
-
-
 def _seq(value: str) -> int:
-    from services.cli.app import fail
 
     if not value.isdigit() or int(value) < 1:
         fail(f"dead letter number {value!r}: use the number `impactbus dead list` shows")
@@ -72,7 +61,6 @@ def dead_list(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """List dead letters, oldest first (numbers are for show/replay)."""
-    from services.cli.app import run
     from services.pipeline.deadletters import list_dead
 
     async def body(bus: Bus) -> tuple[list[DeadLetter], int]:
@@ -100,7 +88,6 @@ def dead_list(
 @dead_app.command("show")
 def dead_show(seq: Annotated[str, typer.Argument(metavar="NUMBER")]) -> None:
     """Show one dead letter in full, as JSON (with the job or the original payload)."""
-    from services.cli.app import run
     from services.pipeline.deadletters import get_dead
 
     number = _seq(seq)
@@ -119,7 +106,6 @@ def dead_replay(
     initiative: Annotated[str | None, typer.Option(help="with --all: only this initiative")] = None,
 ) -> None:
     """Queue failed deliveries again (same job id), and delete their dead letters."""
-    from services.cli.app import fail, run
     from services.pipeline.deadletters import ReplayReport, replay
     from services.pipeline.deadletters import replay_all as replay_every
 
@@ -155,7 +141,6 @@ def dead_purge(
     initiative: Annotated[str | None, typer.Option(help="only this initiative")] = None,
 ) -> None:
     """Delete dead letters for good (all, or those matching the filters)."""
-    from services.cli.app import run
     from services.pipeline.deadletters import purge
 
     async def body(bus: Bus) -> int:
@@ -173,7 +158,6 @@ def delivery_log(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show where each delivery of an event stands: queued, retrying, sent or dead."""
-    from services.cli.app import run
     from services.pipeline.deliverylog import EventLog, event_log, render
 
     async def body(bus: Bus) -> EventLog:
@@ -195,7 +179,6 @@ def webhook_secret_show(recipient: Annotated[str, typer.Argument(metavar="RECIPI
     """Print the recipient's webhook secrets (creating the first if there is none)."""
     from notifiers.webhook_secrets import TargetSecrets
     from services.bus.webhook_secrets import show_secrets
-    from services.cli.app import run
 
     async def body(bus: Bus) -> tuple[TargetSecrets, bool]:
         return await show_secrets(bus, recipient)
@@ -219,7 +202,6 @@ def webhook_secret_rotate(
     """Give the recipient's webhook a new secret; the old one stays valid for a while."""
     from notifiers.webhook_secrets import TargetSecrets
     from services.bus.webhook_secrets import rotate_secret
-    from services.cli.app import run
 
     grace = None if grace_hours is None else timedelta(hours=grace_hours)
 
@@ -238,25 +220,26 @@ def webhook_secret_rotate(
             break
 
 
-# ------------------------------------------------------------------ recipients enable
+# ----------------------------------------------------------------------------- status
 
 
-def recipients_enable(
-    recipient_id: Annotated[str, typer.Argument(metavar="ID")],
-    channel: Annotated[str, typer.Argument(help="email | slack | webhook")],
-) -> None:
-    """Turn a channel the hub disabled (after a permanent failure) back on."""
-    from services.cli.app import run
-    from services.pipeline.deadletters import enable_channel
+def status() -> None:
+    """Streams, consumers and pending counts."""
 
-    async def body(bus: Bus) -> tuple[Any, bool]:
-        return await enable_channel(bus, recipient_id, channel)
+    async def body(bus: Any) -> list[str]:
+        lines = [f"{'stream':<14}{'messages':>10}{'bytes':>12}  consumers (pending / unacked)"]
+        for info in sorted(await bus.js.streams_info(), key=lambda i: i.config.name):
+            if info.config.name.startswith("KV_"):
+                continue
+            consumers = []
+            for c in await bus.js.consumers_info(info.config.name):
+                if c.config.durable_name:
+                    consumers.append(f"{c.name} {c.num_pending}/{c.num_ack_pending}")
+            lines.append(
+                f"{info.config.name:<14}{info.state.messages:>10}{info.state.bytes:>12}  "
+                + ", ".join(consumers)
+            )
+        return lines
 
-    _, changed = run(body)
-    if not changed:
-        typer.echo(f"{channel} of {recipient_id} was not disabled")
-        return
-    typer.echo(
-        f"enabled {channel} for {recipient_id}: new events are delivered again; resend "
-        f"what failed with `impactbus dead replay --all`"
-    )
+    for line in run(body):
+        typer.echo(line)

@@ -47,6 +47,7 @@ from services.bus.kv import Kv, is_refused, open_kv
 from services.bus.markers import KeyLookup
 from services.bus.streams import Msg
 from services.bus.watch import KvMirror
+from services.config import Runtime
 from services.digest.schedule import period_key, schedule_headers
 from services.digest.slack import digest_blocks, fallback_text
 from services.digest.view import (
@@ -487,7 +488,7 @@ async def unschedule(bus: Bus, recipient_id: str) -> None:
     await bus.js.purge_stream(SCHEDULES, subject=f"schedule.{recipient_id}")
 
 
-async def run_digest(rt: Any) -> None:
+async def run_digest(rt: Runtime) -> None:
     """The digest service (``impactbus run digest``)."""
     from services.bus import DIGEST_CONSUMER
     from services.bus.consumer import ConsumerStats, run_each

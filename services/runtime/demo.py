@@ -41,7 +41,7 @@ from services.directory.records import Directory
 from services.pipeline.ingest import publish_events
 
 if TYPE_CHECKING:
-    from services.runtime.hub import Runtime
+    from services.config import Runtime
 
 STORY: Final = Path(__file__).parent / "story.yaml"
 SOURCE: Final = "urn:impactbus:demo"

@@ -13,10 +13,9 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from notifiers.base import LinkMaker, no_links
+from notifiers.base import LinkMaker
 from notifiers.registry import ChannelSettings
 from schemas.errors import ImpactbusError
 from schemas.targets import CHANNELS
@@ -35,28 +34,17 @@ from services.bus import (
 )
 from services.bus.consumer import ConsumerStats, run_batches, run_each
 from services.bus.failures import Failures
-from services.config import HubSettings, load_channel_settings
+from services.config import HubSettings, Runtime, load_channel_settings
 from services.pipeline.deliver import DeliveryWorker
 from services.pipeline.retry import RetrySettings
 from services.pipeline.router import Router
 
+if TYPE_CHECKING:  # the web pages (FastAPI) are imported only by processes that serve them
+    from services.web.state import WebSettings
+
 log = logging.getLogger("impactbus.hub")
 
 SERVICES: Final = ("api", "router", *CHANNELS, "digest")
-
-
-@dataclass
-class Runtime:
-    """What the services of one process share."""
-
-    bus: Bus
-    hub: HubSettings
-    stop: asyncio.Event
-    links: LinkMaker = no_links
-    # the channels' settings, read once where the process starts
-    channels: ChannelSettings = field(default_factory=load_channel_settings)
-    stats: dict[str, ConsumerStats] = field(default_factory=dict)
-    counters: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 async def run_router(rt: Runtime) -> None:
@@ -81,8 +69,9 @@ async def run_router(rt: Runtime) -> None:
         await router.stop()
 
 
-def channel_service(channel: str) -> Callable[[Runtime], Awaitable[None]]:
-    """The delivery-worker service of one channel."""
+def channel_service(channel: str, retry: RetrySettings) -> Callable[[Runtime], Awaitable[None]]:
+    """The delivery-worker service of one channel, retrying as ``retry`` says for it."""
+    policy = retry.for_channel(channel)
 
     async def run(rt: Runtime) -> None:
         from notifiers.registry import build_notifier
@@ -90,9 +79,8 @@ def channel_service(channel: str) -> Callable[[Runtime], Awaitable[None]]:
 
         using = bus_collaborators(rt.bus, rt.channels, rt.links)
         notifier = build_notifier(channel, rt.channels, using)
-        retry = RetrySettings().for_channel(channel)
         async with notifier:
-            worker = await DeliveryWorker.open(rt.bus, notifier, retry)
+            worker = await DeliveryWorker.open(rt.bus, notifier, policy)
             rt.counters[channel] = worker.counts
             stats = rt.stats.setdefault(channel, ConsumerStats(channel))
             try:
@@ -114,11 +102,15 @@ def channel_service(channel: str) -> Callable[[Runtime], Awaitable[None]]:
     return run
 
 
-async def run_api(rt: Runtime) -> None:
+def api_service(web: WebSettings) -> Callable[[Runtime], Awaitable[None]]:
     """The HTTP API and web pages (imported only by processes that serve them)."""
-    from services.api import run_api as serve_api
 
-    await serve_api(rt)
+    async def run_api(rt: Runtime) -> None:
+        from services.api import run_api as serve_api
+
+        await serve_api(rt, web=web)
+
+    return run_api
 
 
 async def run_digest(rt: Runtime) -> None:
@@ -128,15 +120,17 @@ async def run_digest(rt: Runtime) -> None:
     await serve_digest(rt)
 
 
-def service_table() -> dict[str, Callable[[Runtime], Awaitable[None]]]:
-    """Service name -> coroutine."""
+def service_table(
+    retry: RetrySettings, web: WebSettings
+) -> dict[str, Callable[[Runtime], Awaitable[None]]]:
+    """Service name -> coroutine, with the settings the process read where it started."""
     table: dict[str, Callable[[Runtime], Awaitable[None]]] = {
-        "api": run_api,
+        "api": api_service(web),
         "router": run_router,
         "digest": run_digest,
     }
     for channel in CHANNELS:
-        table[channel] = channel_service(channel)
+        table[channel] = channel_service(channel, retry)
     return table
 
 
@@ -145,6 +139,9 @@ async def serve(
     *,
     hub: HubSettings | None = None,
     nats: NatsSettings | None = None,
+    channels: ChannelSettings | None = None,
+    retry: RetrySettings | None = None,
+    web: WebSettings | None = None,
     start_embedded: bool = True,
     announce: Callable[[str], None] = print,
     ready: Callable[[Runtime], None] | None = None,
@@ -156,6 +153,11 @@ async def serve(
         services: names from :data:`SERVICES`.
         hub: hub settings (data dir, HTTP port).
         nats: NATS settings; with no URL, ``start_embedded`` decides.
+        channels: every channel's settings (SMTP, Slack, webhooks).
+        retry: how delivery workers retry (``IMPACTBUS_RETRY_*``).
+        web: the web pages' settings (``IMPACTBUS_WEB_*``, ``IMPACTBUS_INITIATIVES``).
+            Each setting not given is read from the environment here, once for the
+            process: the services get them from the runtime or as arguments.
         start_embedded: start the embedded nats-server when no URL is set (``up``);
             otherwise use the running hub's server (``run``).
         announce: prints the banner and shutdown lines.
@@ -170,7 +172,12 @@ async def serve(
     """
     hub = hub or HubSettings()
     nats = nats or NatsSettings()
-    channels = load_channel_settings()
+    channels = channels or load_channel_settings()
+    retry = retry or RetrySettings()
+    if web is None:
+        from services.web.state import WebSettings
+
+        web = WebSettings()
     if "api" in services:
         _check_http_port(hub)
     url, embedded = await _nats_url(nats, hub, start_embedded=start_embedded)
@@ -183,7 +190,7 @@ async def serve(
         bus = await Bus.connect(url, nats, name=f"impactbus-{'+'.join(services)}")
         await bus.ensure_topology()
         rt = Runtime(bus=bus, hub=hub, stop=stop, links=_links(hub), channels=channels)
-        table = service_table()
+        table = service_table(retry, web)
         tasks: dict[str, asyncio.Task[None]] = {
             name: asyncio.create_task(_as_coroutine(table[name](rt)), name=name)
             for name in services

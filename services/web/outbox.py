@@ -22,7 +22,7 @@ from pydantic import JsonValue
 from starlette.responses import Response
 
 from notifiers.outbox import OUTBOX_CHANNELS, OutboxEntry
-from notifiers.settings import SlackSettings, SmtpSettings
+from notifiers.registry import ChannelSettings
 from notifiers.text import local_time
 from services.bus.outbox import read_outbox
 from services.directory.access import foreign_initiatives
@@ -58,9 +58,9 @@ class BlockView:
     fields: list[list[Span]] = field(default_factory=list)
 
 
-def outbox_channels() -> list[str]:
+def outbox_channels(settings: ChannelSettings) -> list[str]:
     """The channels whose messages go to the dev outbox (not configured for real)."""
-    configured = {"email": SmtpSettings().configured, "slack": SlackSettings().configured}
+    configured = {"email": settings.smtp.configured, "slack": settings.slack.configured}
     return [c for c in OUTBOX_CHANNELS if not configured[c]]
 
 
@@ -174,7 +174,7 @@ def visible(entry: OutboxEntry, principal: Principal, follows: dict[str, list[st
 @router.get("/outbox")
 async def outbox(request: Request, web: Web, channel: str | None = None) -> Response:
     """The newest messages the dev outbox caught, newest first."""
-    channels = outbox_channels()
+    channels = outbox_channels(web.channels)
     if not channels:
         return error_page(
             404, "No dev outbox", "Email and Slack are configured: messages are really sent."

@@ -6,9 +6,10 @@ authenticator, opened in the API's lifespan. On top, :class:`WebState` holds the
 signer, the hub and web settings (the hub's time zone for the shared pages among them);
 it is built on the first request and kept on ``app.state.web``.
 
-The signer needs the hub's data dir (for a generated key). The app's ``state.hub`` is used
-when the API sets it; otherwise :class:`~services.config.HubSettings` is read from the
-environment, which is what ``impactbus up`` uses too.
+The settings come from the app, which has them from the process edge: the hub settings
+(``state.hub``: the signer needs the data dir, for a generated key), the web settings
+(``state.web_settings``) and the channels' settings (``state.channels``: which channels go
+to the dev outbox). Nothing here reads the environment.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fastapi import Depends, Request
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from notifiers.registry import ChannelSettings
 from schemas.events import Event, parse_event
 from schemas.subjects import EVENT_KINDS, event_subject
 from services.api.state import api_state
@@ -67,6 +69,7 @@ class WebState:
     signer: LinkSigner
     hub: HubSettings
     settings: WebSettings
+    channels: ChannelSettings
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     _labels: dict[str, tuple[float, str | None]] = field(default_factory=dict)
 
@@ -134,9 +137,8 @@ def web_state(request: Request) -> WebState:
     state: WebState | None = getattr(request.app.state, "web", None)
     if state is None:
         api = api_state(request)
-        hub = getattr(request.app.state, "hub", None)
-        hub = hub if isinstance(hub, HubSettings) else HubSettings()
-        settings = WebSettings()
+        hub: HubSettings = request.app.state.hub
+        settings: WebSettings = request.app.state.web_settings
         state = WebState(
             bus=api.bus,
             directory=api.directory,
@@ -144,6 +146,7 @@ def web_state(request: Request) -> WebState:
             signer=LinkSigner.from_settings(hub),
             hub=hub,
             settings=settings,
+            channels=request.app.state.channels,
             throttle=LoginThrottle(settings.login_failures_per_min, settings.login_burst),
         )
         request.app.state.web = state

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,19 +18,10 @@ import pytest
 
 from services.api import ApiSettings, run_api
 from services.bus import EVENTS, Bus, free_port
-from services.config import HubSettings
+from services.config import HubSettings, Runtime
 from services.directory.auth import create_token
 
 START_TIMEOUT_S = 10.0
-
-
-@dataclass
-class ApiRuntime:
-    """The part of services.runtime.hub.Runtime the API uses."""
-
-    bus: Bus
-    hub: HubSettings
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -39,7 +30,7 @@ class Api:
 
     url: str
     bus: Bus
-    rt: ApiRuntime
+    rt: Runtime
     client: httpx.AsyncClient
     task: asyncio.Task[None]
 
@@ -72,7 +63,7 @@ async def api_factory(bus: Bus) -> AsyncIterator[ApiFactory]:
     async def start(*, on_bus: Bus | None = None, **settings: Any) -> Api:
         the_bus = on_bus or bus
         port = free_port()
-        rt = ApiRuntime(the_bus, HubSettings(http_host="127.0.0.1", http_port=port))
+        rt = Runtime(the_bus, HubSettings(http_host="127.0.0.1", http_port=port), asyncio.Event())
         task = asyncio.create_task(run_api(rt, settings=ApiSettings(**settings)))
         url = f"http://127.0.0.1:{port}"
         client = httpx.AsyncClient(base_url=url, timeout=15)

@@ -11,10 +11,10 @@ import pytest
 from schemas.events import new_event
 from services.api.probes import HealthSettings, run_health
 from services.bus import Bus, free_port
-from services.config import HubSettings
+from services.config import HubSettings, Runtime
 from services.directory.records import Directory
 from services.pipeline.ingest import publish_event
-from services.runtime.hub import Runtime, run_router
+from services.runtime.hub import run_router
 
 
 @pytest.fixture

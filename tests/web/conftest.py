@@ -22,12 +22,12 @@ from schemas.directory import Recipient, Subscription
 from schemas.events import Event, new_event
 from services.bus import EVENTS, Bus, EmbeddedNats, NatsSettings, free_port
 from services.bus.outbox import read_outbox
-from services.config import HubSettings
+from services.config import HubSettings, Runtime
 from services.directory.auth import create_token
 from services.directory.links import LinkSigner
 from services.directory.records import Directory
 from services.pipeline.ingest import publish_event
-from services.runtime.hub import Runtime, serve
+from services.runtime.hub import serve
 
 START_TIMEOUT_S = 15.0
 
