@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from typing import Final
+from typing import Any, Final
 
 import nats
 import nats.errors
@@ -148,79 +148,52 @@ class Bus:
         s = self.settings
         r = s.stream_replicas
         day = 86_400.0
+
+        def stream(name: str, **specific: Any) -> api.StreamConfig:
+            # what every stream shares: its subjects and description from the topology
+            # table, the replicas of the install, file storage
+            return api.StreamConfig(
+                name=name,
+                subjects=stream_subjects(name),
+                num_replicas=r,
+                storage=api.StorageType.FILE,
+                description=STREAMS[name].description,
+                **specific,
+            )
+
+        limits = api.RetentionPolicy.LIMITS
         return [
-            api.StreamConfig(
-                name=EVENTS,
-                subjects=stream_subjects(EVENTS),
-                retention=api.RetentionPolicy.LIMITS,
+            stream(
+                EVENTS,
+                retention=limits,
                 max_age=s.events_max_age_days * day,
                 max_bytes=s.events_max_bytes,
                 duplicate_window=s.duplicate_window_s,
-                num_replicas=r,
-                storage=api.StorageType.FILE,
                 max_msg_size=1 * MiB,
-                description=STREAMS[EVENTS].description,
             ),
-            api.StreamConfig(
-                name=DELIVERIES,
-                subjects=stream_subjects(DELIVERIES),
+            stream(
+                DELIVERIES,
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 duplicate_window=s.duplicate_window_s,
-                num_replicas=r,
-                storage=api.StorageType.FILE,
                 max_msg_size=4 * MiB,
-                description=STREAMS[DELIVERIES].description,
             ),
-            api.StreamConfig(
-                name=DIGESTS,
-                subjects=stream_subjects(DIGESTS),
-                retention=api.RetentionPolicy.LIMITS,
+            stream(
+                DIGESTS,
+                retention=limits,
                 max_age=90 * day,
                 duplicate_window=s.duplicate_window_s,
-                num_replicas=r,
-                storage=api.StorageType.FILE,
                 allow_direct=True,
-                description=STREAMS[DIGESTS].description,
             ),
-            api.StreamConfig(
-                name=SCHEDULES,
-                subjects=stream_subjects(SCHEDULES),
-                retention=api.RetentionPolicy.LIMITS,
+            stream(
+                SCHEDULES,
+                retention=limits,
                 max_age=7 * day,
-                num_replicas=r,
-                storage=api.StorageType.FILE,
                 allow_msg_schedules=True,
                 allow_msg_ttl=True,
-                description=STREAMS[SCHEDULES].description,
             ),
-            api.StreamConfig(
-                name=DEAD,
-                subjects=stream_subjects(DEAD),
-                retention=api.RetentionPolicy.LIMITS,
-                max_age=30 * day,
-                num_replicas=r,
-                storage=api.StorageType.FILE,
-                description=STREAMS[DEAD].description,
-            ),
-            api.StreamConfig(
-                name=DELIVERY_LOG,
-                subjects=stream_subjects(DELIVERY_LOG),
-                retention=api.RetentionPolicy.LIMITS,
-                max_age=30 * day,
-                num_replicas=r,
-                storage=api.StorageType.FILE,
-                description=STREAMS[DELIVERY_LOG].description,
-            ),
-            api.StreamConfig(
-                name=OUTBOX,
-                subjects=stream_subjects(OUTBOX),
-                retention=api.RetentionPolicy.LIMITS,
-                max_msgs=10_000,
-                max_age=30 * day,
-                num_replicas=r,
-                storage=api.StorageType.FILE,
-                description=STREAMS[OUTBOX].description,
-            ),
+            stream(DEAD, retention=limits, max_age=30 * day),
+            stream(DELIVERY_LOG, retention=limits, max_age=30 * day),
+            stream(OUTBOX, retention=limits, max_msgs=10_000, max_age=30 * day),
         ]
 
     async def ensure_topology(self) -> None:

@@ -250,14 +250,7 @@ class Directory:
             entry = await self.recipients.get(recipient_id)
         except NotFoundError:
             raise NotFoundError(f"no recipient {recipient_id!r}") from None
-        assert entry.value is not None
-        try:
-            return Recipient.model_validate_json(entry.value)
-        except ValidationError as exc:
-            raise UnreadableRecordError(
-                f"recipient {recipient_id!r} is stored in a form this hub cannot read "
-                f"({describe(exc)}): replace it or delete it"
-            ) from None
+        return _stored_record(Recipient, f"recipient {recipient_id!r}", entry.value, True)
 
     async def list_recipients(self) -> list[Recipient]:
         """Every readable recipient, by id (an unreadable one is skipped with a warning)."""
@@ -326,14 +319,7 @@ class Directory:
             entry = await self.subscriptions.get(sub_id)
         except NotFoundError:  # an invalid key is not found either
             raise NotFoundError(f"no subscription {sub_id!r}") from None
-        assert entry.value is not None
-        try:
-            return Subscription.model_validate_json(entry.value)
-        except ValidationError as exc:
-            raise UnreadableRecordError(
-                f"subscription {sub_id!r} is stored in a form this hub cannot read "
-                f"({describe(exc)})"
-            ) from None
+        return _stored_record(Subscription, f"subscription {sub_id!r}", entry.value, False)
 
     async def put_subscription(self, sub: Subscription) -> Subscription:
         """Replace a subscription (mode changes from the preference centre)."""
@@ -386,6 +372,23 @@ def _new_recipient(fields: Mapping[str, object]) -> Recipient:
 
 
 _M = TypeVar("_M", Recipient, Subscription)
+
+
+def _stored_record(model: type[_M], what: str, value: bytes | None, repairable: bool) -> _M:
+    """A stored record read back.
+
+    Raises:
+        UnreadableRecordError: it no longer passes the schema (the message says how to
+            repair it when a replacement can).
+    """
+    assert value is not None
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        hint = ": replace it or delete it" if repairable else ""
+        raise UnreadableRecordError(
+            f"{what} is stored in a form this hub cannot read ({describe(exc)}){hint}"
+        ) from None
 
 
 def _readable(model: type[_M], what: str, items: list[tuple[str, bytes]]) -> list[_M]:
